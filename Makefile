@@ -1,0 +1,52 @@
+# jim — build, run and test. `make run` and `make test` are all a fresh
+# machine needs: Go is the only prerequisite and test tools install themselves.
+GO        ?= go
+ADDR      ?= :8888
+DATA      ?= ./data
+FUZZTIME  ?= 15s
+LONGFUZZ  ?= 10m
+PKGS      := ./...
+# Every fuzz target, as package:Target pairs.
+FUZZ_TARGETS := \
+	./codec:FuzzDecodeTCP ./codec:FuzzSniff ./codec:FuzzParseRequest \
+	./codec:FuzzWSDecode ./codec:FuzzPeekCmd ./codec:FuzzChatBody
+
+.PHONY: all build run test test-short lint fuzz fuzz-short bench tools
+
+all: build
+
+build:
+	$(GO) build -o bin/jimd ./cmd/jimd
+	$(GO) build -o bin/jimbench ./cmd/jimbench
+
+run: build
+	mkdir -p $(DATA)
+	./bin/jimd -addr $(ADDR)
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+# The whole suite: lint, unit and loopback integration tests, race detector on
+# the concurrent packages, and every fuzz target for $(FUZZTIME) on top of its
+# seed corpus.
+test: lint
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+	$(GO) test -count=1 -race -timeout 15m ./dispatch ./storage ./gateway
+	$(MAKE) fuzz-short
+
+fuzz-short:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
+
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(LONGFUZZ) $$pkg; \
+	done
+
+bench:
+	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./codec ./gateway | tee bench.txt

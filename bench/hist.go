@@ -1,0 +1,186 @@
+package bench
+
+import (
+	"math"
+	"math/bits"
+	"sync/atomic"
+	"time"
+)
+
+// The histogram is log-linear like HdrHistogram: values below 2^histSubBits
+// get one bucket each, and every further power of two is split into
+// 2^(histSubBits-1) equal buckets, so any recorded value is reported within
+// 1/64 (about 1.6%) of itself while the whole int64 range fits in a few
+// thousand counters.
+const (
+	histSubBits  = 7
+	histSub      = 1 << histSubBits // 128
+	histHalf     = histSub / 2      // 64
+	histBuckets  = histSub + (64-histSubBits)*histHalf
+	histMaxShift = 64 - histSubBits
+)
+
+// Histogram records non-negative durations in nanoseconds. Record is safe
+// for concurrent use, because deliveries arrive on many netpoll goroutines at
+// once and a lock would serialise them.
+type Histogram struct {
+	counts [histBuckets]atomic.Uint64
+	total  atomic.Uint64
+	max    atomic.Int64
+	min    atomic.Int64 // stored as value+1 so that zero means "empty"
+}
+
+func histIndex(v int64) int {
+	if v < histSub {
+		return int(v)
+	}
+	e := bits.Len64(uint64(v)) - histSubBits
+	m := int(v >> uint(e))
+	return histSub + (e-1)*histHalf + (m - histHalf)
+}
+
+// histUpper returns the largest value that falls into bucket i.
+func histUpper(i int) int64 {
+	if i < histSub {
+		return int64(i)
+	}
+	e := (i-histSub)/histHalf + 1
+	m := int64((i-histSub)%histHalf + histHalf)
+	if e >= histMaxShift {
+		return math.MaxInt64
+	}
+	return (m+1)<<uint(e) - 1
+}
+
+// Record adds one value; negative values, which only clock steps between
+// processes can produce, count as zero.
+func (h *Histogram) Record(v int64) {
+	if v < 0 {
+		v = 0
+	}
+	h.counts[histIndex(v)].Add(1)
+	h.total.Add(1)
+	for {
+		m := h.max.Load()
+		if v <= m || h.max.CompareAndSwap(m, v) {
+			break
+		}
+	}
+	for {
+		m := h.min.Load()
+		if (m != 0 && v+1 >= m) || h.min.CompareAndSwap(m, v+1) {
+			break
+		}
+	}
+}
+
+// Count returns the number of recorded values.
+func (h *Histogram) Count() uint64 { return h.total.Load() }
+
+// Max returns the largest recorded value, exactly.
+func (h *Histogram) Max() int64 { return h.max.Load() }
+
+// Min returns the smallest recorded value, exactly, or 0 when empty.
+func (h *Histogram) Min() int64 {
+	if m := h.min.Load(); m > 0 {
+		return m - 1
+	}
+	return 0
+}
+
+// Quantile returns the value at quantile q (0..1): the upper bound of the
+// bucket holding the ceil(q*count)-th smallest value, capped at the exact
+// maximum so that p100 and sparse tails are not overstated.
+func (h *Histogram) Quantile(q float64) int64 {
+	n := h.total.Load()
+	if n == 0 {
+		return 0
+	}
+	rank := uint64(math.Ceil(q * float64(n)))
+	if rank < 1 {
+		rank = 1
+	}
+	var seen uint64
+	for i := range h.counts {
+		seen += h.counts[i].Load()
+		if seen >= rank {
+			v := histUpper(i)
+			if mx := h.max.Load(); v > mx {
+				v = mx
+			}
+			if mn := h.Min(); v < mn {
+				v = mn
+			}
+			return v
+		}
+	}
+	return h.max.Load()
+}
+
+// QuantileMs is Quantile in milliseconds.
+func (h *Histogram) QuantileMs(q float64) float64 {
+	return float64(h.Quantile(q)) / float64(time.Millisecond)
+}
+
+// Merge adds every value recorded in o to h.
+func (h *Histogram) Merge(o *Histogram) {
+	for i := range o.counts {
+		if c := o.counts[i].Load(); c > 0 {
+			h.counts[i].Add(c)
+		}
+	}
+	h.mergeSummary(o.total.Load(), o.Min(), o.max.Load())
+}
+
+func (h *Histogram) mergeSummary(n uint64, mn, mx int64) {
+	if n == 0 {
+		return
+	}
+	h.total.Add(n)
+	for {
+		m := h.max.Load()
+		if mx <= m || h.max.CompareAndSwap(m, mx) {
+			break
+		}
+	}
+	for {
+		m := h.min.Load()
+		if (m != 0 && mn+1 >= m) || h.min.CompareAndSwap(m, mn+1) {
+			break
+		}
+	}
+}
+
+// HistSnapshot is the sparse, JSON-friendly form of a Histogram that worker
+// processes send to their parent.
+type HistSnapshot struct {
+	// Buckets holds [bucket index, count] pairs for non-empty buckets.
+	Buckets [][2]uint64 `json:"buckets,omitempty"`
+	// Min and Max are the exact extremes in nanoseconds.
+	Min int64 `json:"min"`
+	Max int64 `json:"max"`
+}
+
+// Snapshot returns the sparse form of h.
+func (h *Histogram) Snapshot() HistSnapshot {
+	s := HistSnapshot{Min: h.Min(), Max: h.Max()}
+	for i := range h.counts {
+		if c := h.counts[i].Load(); c > 0 {
+			s.Buckets = append(s.Buckets, [2]uint64{uint64(i), c})
+		}
+	}
+	return s
+}
+
+// MergeSnapshot adds the values described by s to h; out-of-range bucket
+// indexes (from a mismatched worker binary) are ignored.
+func (h *Histogram) MergeSnapshot(s HistSnapshot) {
+	var n uint64
+	for _, b := range s.Buckets {
+		if b[0] < histBuckets {
+			h.counts[b[0]].Add(b[1])
+			n += b[1]
+		}
+	}
+	h.mergeSummary(n, s.Min, s.Max)
+}

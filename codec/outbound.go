@@ -1,0 +1,70 @@
+package codec
+
+import "sync/atomic"
+
+// Outbound is one encoded reply that may go to many connections (a group
+// chat, a broadcast): the JSON is encoded once and framed lazily, once per
+// protocol that actually needs it, whatever the number of receivers.
+type Outbound struct {
+	Cmd    Cmd
+	Seq    int32
+	HasSeq bool
+	JSON   []byte
+
+	tcp atomic.Pointer[[]byte]
+	ws  atomic.Pointer[[]byte]
+}
+
+// NewOutbound returns an Outbound for cmd carrying json. Set Seq and HasSeq
+// before the first call to TCP, if at all.
+func NewOutbound(cmd Cmd, json []byte) *Outbound {
+	return &Outbound{Cmd: cmd, JSON: json}
+}
+
+// TCP returns the J-IM TCP frame (see AppendTCP), built on first use. It is
+// safe for concurrent use; callers must not modify the result.
+func (o *Outbound) TCP() []byte {
+	if p := o.tcp.Load(); p != nil {
+		return *p
+	}
+	b := AppendTCP(make([]byte, 0, tcpHeaderSeqLen+len(o.JSON)), o.Cmd, o.Seq, o.HasSeq, o.JSON)
+	return publish(&o.tcp, b)
+}
+
+// WS returns one unmasked TEXT frame carrying the JSON, built on first use.
+// It is safe for concurrent use; callers must not modify the result.
+func (o *Outbound) WS() []byte {
+	if p := o.ws.Load(); p != nil {
+		return *p
+	}
+	b := AppendWSFrame(make([]byte, 0, 10+len(o.JSON)), WSText, o.JSON)
+	return publish(&o.ws, b)
+}
+
+// publish stores b unless a concurrent caller got there first, in which case
+// that caller's identical frame wins, so every receiver shares one slice.
+func publish(slot *atomic.Pointer[[]byte], b []byte) []byte {
+	if slot.CompareAndSwap(nil, &b) {
+		return b
+	}
+	return *slot.Load()
+}
+
+// PeekCmd reads the "cmd" field of a JSON request body, given as a number or a
+// numeric string, as J-IM routes WebSocket frames. ok is false for invalid
+// JSON, a body that is not an object, or a missing, null or out-of-range cmd.
+func PeekCmd(body []byte) (cmd Cmd, ok bool) {
+	if len(body) == 0 {
+		return 0, false
+	}
+	var h struct {
+		Cmd *FlexInt `json:"cmd"`
+	}
+	if err := Unmarshal(body, &h); err != nil || h.Cmd == nil {
+		return 0, false
+	}
+	if c := int64(*h.Cmd); c >= -128 && c <= 127 {
+		return Cmd(c), true
+	}
+	return 0, false
+}

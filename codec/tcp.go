@@ -1,0 +1,112 @@
+package codec
+
+import (
+	"encoding/binary"
+	"errors"
+)
+
+// TCPVersion is the first byte of every J-IM TCP frame.
+const TCPVersion byte = 0x01
+
+// Mask (flag) byte values. J-IM defines encrypt, compress and 4-byte-length
+// bits too, but never acts on them, so only the seq bit is read.
+const (
+	// MaskHasSeq marks a frame that carries a 4-byte sync sequence; it is the
+	// only mask bit the decoder reads.
+	MaskHasSeq byte = 0x20
+	// MaskOut is the mask J-IM's encoder writes on a frame without a seq.
+	MaskOut byte = 0x51
+	// MaskOutSeq is the mask J-IM's encoder writes on a frame with a seq.
+	MaskOutSeq byte = 0xF1
+)
+
+// DefaultMaxBody is the TCP body limit used when the caller passes none. J-IM
+// has no limit at all; an unbounded length from the network is not acceptable.
+const DefaultMaxBody = 1 << 20
+
+const (
+	tcpHeaderLen    = 7
+	tcpHeaderSeqLen = 11
+)
+
+// TCP framing errors. Each is fatal for the connection, as in J-IM.
+var (
+	// ErrVersion reports a first byte other than TCPVersion.
+	ErrVersion = errors.New("codec: TCP protocol version mismatch")
+	// ErrBodyTooLarge reports a body length over the configured maximum.
+	ErrBodyTooLarge = errors.New("codec: TCP body too large")
+	// ErrBadLength reports a negative body length.
+	ErrBadLength = errors.New("codec: TCP negative body length")
+)
+
+// TCPFrame is one decoded J-IM TCP frame.
+type TCPFrame struct {
+	Cmd    Cmd
+	Seq    int32
+	HasSeq bool
+	Body   []byte
+}
+
+// DecodeTCP decodes one frame at the start of buf. n == 0 && err == nil means
+// buf holds only part of a frame and more bytes are needed. Body is a fresh
+// copy owned by the caller (nil for length 0) and is the only allocation.
+// maxBody <= 0 means DefaultMaxBody. The length is checked as soon as the
+// header is complete, so an oversized frame is refused before its body is
+// buffered.
+func DecodeTCP(buf []byte, maxBody int) (f TCPFrame, n int, err error) {
+	if len(buf) == 0 {
+		return f, 0, nil
+	}
+	if buf[0] != TCPVersion {
+		return f, 0, ErrVersion
+	}
+	if len(buf) < 2 {
+		return f, 0, nil
+	}
+	hasSeq := buf[1]&MaskHasSeq != 0
+	hdr, p := tcpHeaderLen, 2
+	if hasSeq {
+		hdr, p = tcpHeaderSeqLen, 6
+	}
+	if len(buf) < hdr {
+		return f, 0, nil
+	}
+	length := int32(binary.BigEndian.Uint32(buf[p+1:]))
+	if length < 0 {
+		return f, 0, ErrBadLength
+	}
+	if maxBody <= 0 {
+		maxBody = DefaultMaxBody
+	}
+	if int64(length) > int64(maxBody) {
+		return f, 0, ErrBodyTooLarge
+	}
+	end := hdr + int(length)
+	if len(buf) < end {
+		return f, 0, nil
+	}
+	if hasSeq {
+		f.Seq = int32(binary.BigEndian.Uint32(buf[2:]))
+		f.HasSeq = true
+	}
+	f.Cmd = Cmd(int8(buf[p]))
+	if length > 0 {
+		f.Body = make([]byte, length)
+		copy(f.Body, buf[hdr:end])
+	}
+	return f, end, nil
+}
+
+// AppendTCP appends one frame as J-IM's encoder writes it: 01 51 cmd len body,
+// or 01 F1 seq cmd len body when hasSeq, all big-endian.
+func AppendTCP(dst []byte, cmd Cmd, seq int32, hasSeq bool, body []byte) []byte {
+	if hasSeq {
+		dst = append(dst, TCPVersion, MaskOutSeq)
+		dst = binary.BigEndian.AppendUint32(dst, uint32(seq))
+	} else {
+		dst = append(dst, TCPVersion, MaskOut)
+	}
+	dst = append(dst, byte(cmd))
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)))
+	return append(dst, body...)
+}

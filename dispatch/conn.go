@@ -1,0 +1,47 @@
+package dispatch
+
+import "jim/codec"
+
+// Conn is one client connection as the gateway exposes it to dispatch. All
+// methods must be safe to call from any goroutine.
+type Conn interface {
+	// ID is unique among the gateway's live connections.
+	ID() uint64
+	// Protocol is "tcp", "ws" or "http"; it becomes the user's terminal.
+	Protocol() string
+	// RemoteAddr is the peer address, for logs.
+	RemoteAddr() string
+	// Send queues m for writing and never blocks. It returns false if the
+	// connection is closed or over its outbound cap (the gateway then closes
+	// it).
+	Send(m *codec.Outbound) bool
+	// Close closes the connection once queued writes are flushed. It is
+	// idempotent.
+	Close(reason string)
+	// UserID is the logged-in user, "" until login.
+	UserID() string
+	// SetUserID records the logged-in user.
+	SetUserID(id string)
+}
+
+// Packet is one decoded request. Body is owned by dispatch from the moment it
+// is passed to Handle: the gateway must not reuse its memory.
+type Packet struct {
+	Cmd    codec.Cmd
+	Seq    int32
+	HasSeq bool
+	Body   []byte
+}
+
+// respCmd is the command a reply to req goes out under: J-IM's pairs (§1),
+// cmd 0 for anything without a reply of its own.
+func respCmd(req codec.Cmd) codec.Cmd {
+	switch req {
+	case codec.CmdHandshakeReq, codec.CmdAuthReq, codec.CmdLoginReq, codec.CmdJoinGroupReq,
+		codec.CmdChatReq, codec.CmdGetUserReq, codec.CmdGetMessageReq:
+		return req + 1
+	case codec.CmdHeartbeatReq, codec.CmdCloseReq, codec.CmdExitGroupReq:
+		return req
+	}
+	return codec.CmdUnknown
+}

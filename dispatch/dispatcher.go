@@ -1,0 +1,251 @@
+package dispatch
+
+import (
+	"context"
+	"crypto/sha256"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jim/codec"
+	"jim/storage"
+)
+
+// Options configure a Dispatcher. The zero value is a working development
+// setup: in-memory store, any user may log in, API only from loopback.
+type Options struct {
+	// Store is where messages and memberships go; nil means a new
+	// storage.NewMemory, which the Dispatcher then owns and closes.
+	Store storage.Store
+	// Auth decides logins; nil means AnyUser.
+	Auth Authenticator
+	// Workers is the number of workers (default 2*GOMAXPROCS); QueueLen is
+	// each worker's queue length (default 4096). A full queue is answered
+	// with codec.StatusBusy.
+	Workers  int
+	QueueLen int
+	// Registerer, when non-nil, gets the jim_* metrics.
+	Registerer prometheus.Registerer
+	// Logger defaults to slog.Default().
+	Logger *slog.Logger
+	// APIKey, when set, is required in X-API-Key by the HTTP API; when empty
+	// the API answers loopback clients only.
+	APIKey string
+	// DefaultGroups are joined by every user at login (the J-IM demo page
+	// expects group "100").
+	DefaultGroups []string
+	// GroupNames gives display names to groups in get-user replies (the J-IM
+	// page shows group.name).
+	GroupNames map[string]string
+	// MaxGroupMembers refuses joins (cmd 8, result "full") beyond this many
+	// members; 0 means unlimited.
+	MaxGroupMembers int
+}
+
+// Dispatcher runs J-IM commands for the gateway's connections. All its
+// methods are safe for concurrent use.
+type Dispatcher struct {
+	store      storage.Store
+	ownStore   bool
+	auth       Authenticator
+	pool       *pool
+	hub        *hub
+	log        *slog.Logger
+	m          *metrics
+	apiKeySum  [sha256.Size]byte
+	hasAPIKey  bool
+	defGroups  []string
+	groupNames map[string]string
+	maxMembers int
+	ctx        context.Context
+	now        func() time.Time
+}
+
+// New starts a Dispatcher and its workers.
+func New(o Options) *Dispatcher {
+	d := &Dispatcher{
+		store:      o.Store,
+		auth:       o.Auth,
+		hub:        newHub(),
+		log:        o.Logger,
+		defGroups:  append([]string(nil), o.DefaultGroups...),
+		groupNames: o.GroupNames,
+		maxMembers: o.MaxGroupMembers,
+		ctx:        context.Background(),
+		now:        time.Now,
+	}
+	if d.store == nil {
+		d.store = storage.NewMemory()
+		d.ownStore = true
+	}
+	if d.auth == nil {
+		d.auth = AnyUser{}
+	}
+	if d.log == nil {
+		d.log = slog.Default()
+	}
+	if o.APIKey != "" {
+		d.apiKeySum = sha256.Sum256([]byte(o.APIKey))
+		d.hasAPIKey = true
+	}
+	workers, qlen := o.Workers, o.QueueLen
+	if workers <= 0 {
+		workers = 2 * runtime.GOMAXPROCS(0)
+	}
+	if qlen <= 0 {
+		qlen = 4096
+	}
+	d.pool = newPool(workers, qlen)
+	d.m = newMetrics(func() float64 { return float64(d.hub.sessionCount()) })
+	if o.Registerer != nil {
+		if err := d.m.register(o.Registerer); err != nil {
+			d.log.Warn("dispatch: metrics registration", "err", err)
+		}
+	}
+	return d
+}
+
+// Handle runs one packet of c. It is called on the gateway's event loop and
+// never blocks: heartbeat, handshake and unknown commands are answered
+// inline; everything else goes to c's worker, or is answered with
+// codec.StatusBusy when that worker's queue is full.
+func (d *Dispatcher) Handle(c Conn, p Packet) {
+	d.m.inCounter(p.Cmd).Inc()
+	switch p.Cmd {
+	case codec.CmdHeartbeatReq:
+		d.reply(c, &p, codec.CmdHeartbeatReq, codec.HeartbeatRespJSON)
+		return
+	case codec.CmdHandshakeReq:
+		d.reply(c, &p, codec.CmdHandshakeResp, codec.HandshakeRespJSON)
+		return
+	}
+	h := handlerFor(p.Cmd)
+	if h == nil {
+		d.reply(c, &p, codec.CmdUnknown, unknownCmdJSON)
+		return
+	}
+	if !d.pool.trySubmit(c.ID(), func() { d.run(h, c, &p) }) {
+		d.m.queueFull.Inc()
+		d.reply(c, &p, respCmd(p.Cmd), codec.StatusResp(respCmd(p.Cmd), codec.StatusBusy))
+	}
+}
+
+// unknownCmdJSON is J-IM's exact unknown-command reply.
+var unknownCmdJSON = codec.StatusResp(codec.CmdUnknown, codec.StatusUnknownCmd)
+
+// run executes a handler on a worker, enforcing the login gate there (not on
+// the event loop) so that a login pipelined before the packet counts.
+func (d *Dispatcher) run(h *handler, c Conn, p *Packet) {
+	if !h.public && c.UserID() == "" {
+		rc := respCmd(p.Cmd)
+		d.reply(c, p, rc, codec.StatusResp(rc, codec.StatusNotLoggedIn))
+		return
+	}
+	h.fn(d, c, p)
+}
+
+// HandleWS runs one WebSocket text or binary message: the command comes from
+// the JSON's "cmd", as in J-IM. It takes ownership of payload.
+func (d *Dispatcher) HandleWS(c Conn, payload []byte) {
+	cmd, ok := codec.PeekCmd(payload)
+	if !ok {
+		d.m.inCounter(codec.CmdUnknown).Inc()
+		d.reply(c, nil, codec.CmdUnknown, unknownCmdJSON)
+		return
+	}
+	d.Handle(c, Packet{Cmd: cmd, Body: payload})
+}
+
+// LoginFromQuery logs c in from the WebSocket upgrade's query parameters, as
+// the J-IM demo page expects (username, password, token). It behaves like cmd
+// 5 and replies with cmd 6.
+func (d *Dispatcher) LoginFromQuery(c Conn, userID, password, token string) {
+	d.m.inCounter(codec.CmdLoginReq).Inc()
+	req := codec.LoginReq{UserID: userID, Password: password, Token: token}
+	p := &Packet{Cmd: codec.CmdLoginReq}
+	if !d.pool.trySubmit(c.ID(), func() { d.login(c, p, req) }) {
+		d.m.queueFull.Inc()
+		d.reply(c, p, codec.CmdLoginResp, codec.StatusResp(codec.CmdLoginResp, codec.StatusBusy))
+	}
+}
+
+// Closed tells the dispatcher that c is gone. It runs on c's worker after
+// everything c sent before (so a queued login cannot rebind a dead
+// connection) and is never dropped, even when the queue is full. The user's
+// group memberships stay; members are told the user left (cmd 10) only when
+// this was the user's last connection.
+func (d *Dispatcher) Closed(c Conn) {
+	d.pool.mustSubmit(c.ID(), func() { d.closed(c) })
+}
+
+func (d *Dispatcher) closed(c Conn) {
+	uid := c.UserID()
+	if uid == "" {
+		return
+	}
+	prof, _ := d.hub.profile(uid)
+	found, last, groups := d.hub.unbind(uid, c)
+	if !found || !last {
+		return
+	}
+	for _, gid := range groups {
+		d.exitNotice(gid, uid, prof)
+	}
+}
+
+// Close stops the workers after they finish the queued work, and closes the
+// store if the Dispatcher created it.
+func (d *Dispatcher) Close() {
+	d.pool.stop()
+	if d.ownStore {
+		_ = d.store.Close()
+	}
+}
+
+// Online reports whether userID has a live connection on this node.
+func (d *Dispatcher) Online(userID string) bool { return d.hub.online(userID) }
+
+// Sessions is the number of logged-in connections.
+func (d *Dispatcher) Sessions() int { return d.hub.sessionCount() }
+
+// reply sends json under cmd to c, echoing the request's sequence number.
+func (d *Dispatcher) reply(c Conn, req *Packet, cmd codec.Cmd, json []byte) bool {
+	o := codec.NewOutbound(cmd, json)
+	if req != nil && req.HasSeq {
+		o.Seq, o.HasSeq = req.Seq, true
+	}
+	return d.send(c, o)
+}
+
+func (d *Dispatcher) send(c Conn, o *codec.Outbound) bool {
+	if c.Send(o) {
+		d.m.out.Inc()
+		return true
+	}
+	return false
+}
+
+// sendAll sends one Outbound to every conn and returns how many accepted it.
+func (d *Dispatcher) sendAll(conns []Conn, o *codec.Outbound) int {
+	n := 0
+	for _, c := range conns {
+		if c.Send(o) {
+			n++
+		}
+	}
+	d.m.out.Add(float64(n))
+	return n
+}
+
+// marshal encodes v; the values passed are jim's own structs, so a failure
+// is a bug, logged rather than sent.
+func (d *Dispatcher) marshal(v any) []byte {
+	b, err := codec.Marshal(v)
+	if err != nil {
+		d.log.Error("dispatch: encoding reply", "err", err)
+		return codec.StatusResp(codec.CmdUnknown, codec.StatusUnknownCmd)
+	}
+	return b
+}

@@ -1,0 +1,247 @@
+package dispatch
+
+import (
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"jim/codec"
+)
+
+// shardCount is the number of shards of the session and group tables. A
+// power of two, so the shard is a mask of the hash.
+const shardCount = 256
+
+// hub holds the session table (user id -> that user's live connections) and
+// the online group table (group id -> members that have a live connection).
+// Durable membership lives in storage; the online table is what fan-out
+// walks, so a group message touches only members that can receive it.
+//
+// Lock order: a session shard's lock may be held while taking a group
+// shard's lock, never the other way round. Holding the user's session lock
+// across the group update is what keeps "the user's last connection closed"
+// and "the user logged in again" from interleaving into a stale entry.
+type hub struct {
+	sessions [shardCount]sessionShard
+	groups   [shardCount]groupShard
+	nconns   atomic.Int64
+}
+
+type sessionShard struct {
+	mu sync.RWMutex
+	m  map[string]*session
+}
+
+type groupShard struct {
+	mu sync.RWMutex
+	m  map[string]map[string]struct{}
+}
+
+// session is one online user. conns is copy-on-write: writers replace the
+// slice, so a reader may keep the slice it loaded after dropping the lock.
+type session struct {
+	conns  []Conn
+	user   *codec.User         // profile from the last login; read-only once stored
+	groups map[string]struct{} // groups this user is in the online table of
+}
+
+func newHub() *hub {
+	h := &hub{}
+	for i := range h.sessions {
+		h.sessions[i].m = make(map[string]*session)
+		h.groups[i].m = make(map[string]map[string]struct{})
+	}
+	return h
+}
+
+// shard is FNV-1a, inlined so a lookup does not allocate a hash.Hash.
+func shard(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h & (shardCount - 1)
+}
+
+// bind adds c to u's connections and records u's profile. It reports whether
+// c was not bound before.
+func (h *hub) bind(c Conn, u *codec.User) bool {
+	sh := &h.sessions[shard(u.UserID)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.m[u.UserID]
+	if s == nil {
+		s = &session{groups: make(map[string]struct{})}
+		sh.m[u.UserID] = s
+	}
+	s.user = u
+	for _, x := range s.conns {
+		if x == c {
+			return false
+		}
+	}
+	conns := make([]Conn, len(s.conns), len(s.conns)+1)
+	copy(conns, s.conns)
+	s.conns = append(conns, c)
+	h.nconns.Add(1)
+	return true
+}
+
+// unbind removes c from uid's connections. If it was the last one, the user
+// leaves the online group table and the groups it was in are returned.
+func (h *hub) unbind(uid string, c Conn) (found, last bool, groups []string) {
+	sh := &h.sessions[shard(uid)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.m[uid]
+	if s == nil {
+		return false, false, nil
+	}
+	conns := make([]Conn, 0, len(s.conns))
+	for _, x := range s.conns {
+		if x == c {
+			found = true
+		} else {
+			conns = append(conns, x)
+		}
+	}
+	if !found {
+		return false, false, nil
+	}
+	h.nconns.Add(-1)
+	if len(conns) > 0 {
+		s.conns = conns
+		return true, false, nil
+	}
+	delete(sh.m, uid)
+	groups = make([]string, 0, len(s.groups))
+	for gid := range s.groups {
+		groups = append(groups, gid)
+		h.groupDel(gid, uid)
+	}
+	return true, true, groups
+}
+
+// conns returns uid's live connections. The slice must not be modified.
+func (h *hub) conns(uid string) []Conn {
+	sh := &h.sessions[shard(uid)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if s := sh.m[uid]; s != nil {
+		return s.conns
+	}
+	return nil
+}
+
+// online reports whether uid has a live connection.
+func (h *hub) online(uid string) bool { return len(h.conns(uid)) > 0 }
+
+// profile returns the user object of uid's last login, or nil if offline.
+func (h *hub) profile(uid string) (*codec.User, []Conn) {
+	sh := &h.sessions[shard(uid)]
+	sh.mu.RLock()
+	defer sh.mu.RUnlock()
+	if s := sh.m[uid]; s != nil {
+		return s.user, s.conns
+	}
+	return nil, nil
+}
+
+// joinOnline puts uid into gid's online set if uid is online; it reports
+// whether it did.
+func (h *hub) joinOnline(uid, gid string) bool {
+	sh := &h.sessions[shard(uid)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	s := sh.m[uid]
+	if s == nil {
+		return false
+	}
+	s.groups[gid] = struct{}{}
+	gs := &h.groups[shard(gid)]
+	gs.mu.Lock()
+	set := gs.m[gid]
+	if set == nil {
+		set = make(map[string]struct{})
+		gs.m[gid] = set
+	}
+	set[uid] = struct{}{}
+	gs.mu.Unlock()
+	return true
+}
+
+// leaveOnline takes uid out of gid's online set.
+func (h *hub) leaveOnline(uid, gid string) {
+	sh := &h.sessions[shard(uid)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if s := sh.m[uid]; s != nil {
+		delete(s.groups, gid)
+	}
+	h.groupDel(gid, uid)
+}
+
+func (h *hub) groupDel(gid, uid string) {
+	gs := &h.groups[shard(gid)]
+	gs.mu.Lock()
+	if set := gs.m[gid]; set != nil {
+		delete(set, uid)
+		if len(set) == 0 {
+			delete(gs.m, gid)
+		}
+	}
+	gs.mu.Unlock()
+}
+
+// inGroup reports whether online user uid is in gid's online set, which for
+// an online user mirrors durable membership (login rejoins every group).
+func (h *hub) inGroup(uid, gid string) bool {
+	gs := &h.groups[shard(gid)]
+	gs.mu.RLock()
+	defer gs.mu.RUnlock()
+	_, ok := gs.m[gid][uid]
+	return ok
+}
+
+// groupOnline returns the online members of gid.
+func (h *hub) groupOnline(gid string) []string {
+	gs := &h.groups[shard(gid)]
+	gs.mu.RLock()
+	defer gs.mu.RUnlock()
+	set := gs.m[gid]
+	out := make([]string, 0, len(set))
+	for uid := range set {
+		out = append(out, uid)
+	}
+	return out
+}
+
+// groupConns appends the connections of every online member of gid to dst.
+// except, if non-empty, is skipped.
+func (h *hub) groupConns(dst []Conn, gid, except string) []Conn {
+	for _, uid := range h.groupOnline(gid) {
+		if uid != except {
+			dst = append(dst, h.conns(uid)...)
+		}
+	}
+	return dst
+}
+
+// users returns the ids of all online users, sorted, for stable paging.
+func (h *hub) users() []string {
+	var out []string
+	for i := range h.sessions {
+		sh := &h.sessions[i]
+		sh.mu.RLock()
+		for uid := range sh.m {
+			out = append(out, uid)
+		}
+		sh.mu.RUnlock()
+	}
+	sort.Strings(out)
+	return out
+}
+
+// sessions is the number of logged-in connections.
+func (h *hub) sessionCount() int { return int(h.nconns.Load()) }

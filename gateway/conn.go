@@ -1,0 +1,291 @@
+package gateway
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"jim/codec"
+)
+
+// connState is where a connection is in its protocol state machine.
+type connState uint8
+
+const (
+	stateSniff connState = iota // first bytes not yet classified
+	stateTCP                    // J-IM TCP frames
+	stateHTTP                   // HTTP/1.1 requests (keep-alive)
+	stateWS                     // WebSocket frames after the 101
+)
+
+// Disconnect reasons, also the label values of jim_disconnects_total.
+const (
+	reasonPeer          = "peer"
+	reasonGarbage       = "garbage"
+	reasonDecode        = "decode_error"
+	reasonTooLarge      = "too_large"
+	reasonIdle          = "idle_timeout"
+	reasonAuthTimeout   = "auth_timeout"
+	reasonSlowConsumer  = "slow_consumer"
+	reasonShutdown      = "shutdown"
+	reasonTLSDisabled   = "tls_not_configured"
+	reasonServer        = "server"
+	reasonHTTPClose     = "http_close"
+	reasonWSClose       = "ws_close"
+	reasonWSProtocol    = "ws_protocol_error"
+	reasonHandlerClosed = "handler"
+)
+
+// conn is one client connection. Fields without a comment are owned by the
+// connection's event loop; the rest say what guards them. It is kept small on
+// purpose: an idle logged-in connection must cost well under a kilobyte with
+// gnet's own state included.
+type conn struct {
+	gc     gnet.Conn
+	srv    *Server
+	loop   *loopState // set at open, never changed
+	id     uint64
+	remote net.Addr
+	state  connState
+	proto  atomic.Uint32 // codec.Proto, read by dispatch from worker goroutines
+	ws     *codec.WSDecoder
+
+	// httpBusy stops request parsing while an asynchronous API reply is
+	// pending, so pipelined requests are answered in order.
+	httpBusy atomic.Bool
+
+	// lastActive is the wheel clock (seconds) of the last inbound bytes.
+	lastActive atomic.Int64
+	opened     int64 // wheel clock at open, for the login deadline
+	userID     atomic.Pointer[string]
+
+	mu         sync.Mutex // guards the fields below
+	out        []byte     // frames queued since the last flush
+	queued     bool       // on its loop's dirty list
+	closed     bool       // no more writes accepted
+	closeAfter bool       // close once out has been flushed
+	reason     string     // why it is closing, for metrics
+	buffered   int        // gnet outbound bytes after the last flush
+}
+
+// ID implements dispatch.Conn.
+func (c *conn) ID() uint64 { return c.id }
+
+// Protocol implements dispatch.Conn: "tcp", "ws" or "http".
+func (c *conn) Protocol() string { return codec.Proto(c.proto.Load()).String() }
+
+// RemoteAddr implements dispatch.Conn.
+func (c *conn) RemoteAddr() string {
+	if c.remote == nil {
+		return ""
+	}
+	return c.remote.String()
+}
+
+// UserID implements dispatch.Conn.
+func (c *conn) UserID() string {
+	if p := c.userID.Load(); p != nil {
+		return *p
+	}
+	return ""
+}
+
+// SetUserID implements dispatch.Conn.
+func (c *conn) SetUserID(id string) {
+	if id == "" {
+		c.userID.Store(nil)
+		return
+	}
+	c.userID.Store(&id)
+}
+
+// Send implements dispatch.Conn: it queues the message framed for this
+// connection's protocol and returns at once.
+func (c *conn) Send(m *codec.Outbound) bool {
+	var frame []byte
+	switch codec.Proto(c.proto.Load()) {
+	case codec.ProtoTCP:
+		frame = m.TCP()
+	case codec.ProtoWS:
+		frame = m.WS()
+	default:
+		// HTTP connections get chat replies through the API response,
+		// never pushed frames.
+		return false
+	}
+	return c.sendRaw(frame)
+}
+
+// sendRaw queues bytes already framed for the connection. It enforces the
+// outbound cap: what is queued here plus what gnet still holds must stay under
+// it, or the connection is a slow consumer and is closed with that reason.
+func (c *conn) sendRaw(b []byte) bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	if limit := c.srv.opts.MaxOutbound; limit > 0 && len(c.out)+c.buffered+len(b) > limit {
+		c.closed = true
+		c.reason = reasonSlowConsumer
+		c.out = nil
+		c.mu.Unlock()
+		c.srv.metrics.slowConsumers.Inc()
+		_ = c.gc.Close()
+		return false
+	}
+	if c.out == nil {
+		c.out = getBuf(len(b))
+	}
+	c.out = append(c.out, b...)
+	enqueue := !c.queued
+	c.queued = true
+	c.mu.Unlock()
+	if enqueue {
+		c.loop.markDirty(c)
+	}
+	return true
+}
+
+// Close implements dispatch.Conn: the connection closes after what is already
+// queued has been written (a close ack must reach the client first).
+func (c *conn) Close(reason string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.closeAfter = true
+	if c.reason == "" {
+		c.reason = reason
+	}
+	enqueue := !c.queued
+	c.queued = true
+	c.mu.Unlock()
+	if enqueue {
+		c.loop.markDirty(c)
+	}
+}
+
+// closeNow closes without waiting for queued writes; for garbage and
+// protocol violations, where the peer deserves nothing more.
+func (c *conn) closeNow(reason string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = reason
+	}
+	c.closed = true
+	c.out = nil
+	c.mu.Unlock()
+	_ = c.gc.Close()
+}
+
+// flush writes what is queued in one write. It runs on the connection's
+// event loop.
+func (c *conn) flush() {
+	c.mu.Lock()
+	out := c.out
+	c.out = nil
+	c.queued = false
+	closeAfter := c.closeAfter
+	c.mu.Unlock()
+	if len(out) > 0 {
+		// gnet copies what the socket does not take at once into its own
+		// outbound buffer, so out can be recycled right away.
+		_, err := c.gc.Write(out)
+		c.srv.metrics.bytesOut.Add(float64(len(out)))
+		putBuf(out)
+		if err != nil {
+			closeAfter = true
+		}
+	}
+	if closeAfter {
+		_ = c.gc.Close()
+		return
+	}
+	n := c.gc.OutboundBuffered()
+	c.mu.Lock()
+	c.buffered = n
+	over := c.srv.opts.MaxOutbound > 0 && n > c.srv.opts.MaxOutbound
+	if over {
+		c.closed = true
+		c.reason = reasonSlowConsumer
+	}
+	c.mu.Unlock()
+	if over {
+		c.srv.metrics.slowConsumers.Inc()
+		_ = c.gc.Close()
+	}
+}
+
+// loopState is the per-event-loop dirty list. Writers from any goroutine add
+// a connection once per batch; one task per batch runs on the loop and
+// flushes every dirty connection, so a fan-out of many messages costs one
+// write per connection per pass, not one per message.
+type loopState struct {
+	el        gnet.EventLoop
+	mu        sync.Mutex
+	dirty     []*conn
+	spare     []*conn
+	scheduled bool
+}
+
+func (l *loopState) markDirty(c *conn) {
+	l.mu.Lock()
+	l.dirty = append(l.dirty, c)
+	schedule := !l.scheduled
+	l.scheduled = true
+	l.mu.Unlock()
+	if schedule {
+		if err := l.el.Execute(context.Background(), l); err != nil {
+			// The engine is shutting down: nothing will be written.
+			l.mu.Lock()
+			l.scheduled = false
+			l.dirty = l.dirty[:0]
+			l.mu.Unlock()
+		}
+	}
+}
+
+// Run implements gnet.Runnable: the flush task, on the loop's goroutine.
+func (l *loopState) Run(context.Context) error {
+	l.mu.Lock()
+	batch := l.dirty
+	l.dirty = l.spare[:0]
+	l.scheduled = false
+	l.mu.Unlock()
+	for i, c := range batch {
+		c.flush()
+		batch[i] = nil
+	}
+	l.mu.Lock()
+	l.spare = batch[:0]
+	l.mu.Unlock()
+	return nil
+}
+
+// Buffers for queued frames. Most batches are small; big ones are not kept, so
+// a burst does not pin memory for ever.
+var bufPool = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+const maxPooledBuf = 64 << 10
+
+func getBuf(n int) []byte {
+	if n > maxPooledBuf {
+		return make([]byte, 0, n)
+	}
+	bp := bufPool.Get().(*[]byte)
+	return (*bp)[:0]
+}
+
+func putBuf(b []byte) {
+	if cap(b) > maxPooledBuf {
+		return
+	}
+	b = b[:0]
+	bufPool.Put(&b)
+}

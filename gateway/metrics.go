@@ -1,0 +1,48 @@
+package gateway
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the gateway's own series; dispatch registers the chat ones on
+// the same registry.
+type metrics struct {
+	connections   *prometheus.GaugeVec
+	accepted      prometheus.Counter
+	disconnects   *prometheus.CounterVec
+	decodeErrors  *prometheus.CounterVec
+	slowConsumers prometheus.Counter
+	bytesIn       prometheus.Counter
+	bytesOut      prometheus.Counter
+	httpRequests  *prometheus.CounterVec
+}
+
+func newMetrics(r prometheus.Registerer) *metrics {
+	m := &metrics{
+		connections: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "jim_connections", Help: "Open connections by protocol (unknown until the first bytes are classified).",
+		}, []string{"proto"}),
+		accepted: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_connections_accepted_total", Help: "Connections accepted.",
+		}),
+		disconnects: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_disconnects_total", Help: "Closed connections by reason.",
+		}, []string{"reason"}),
+		decodeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_decode_errors_total", Help: "Inbound bytes that failed to decode, by protocol.",
+		}, []string{"proto"}),
+		slowConsumers: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_slow_consumer_disconnects_total", Help: "Connections closed because their outbound queue passed the cap.",
+		}),
+		bytesIn: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_bytes_in_total", Help: "Bytes read from clients.",
+		}),
+		bytesOut: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_bytes_out_total", Help: "Bytes handed to the kernel for clients.",
+		}),
+		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_http_requests_total", Help: "HTTP requests by route class and status.",
+		}, []string{"route", "code"}),
+	}
+	r.MustRegister(m.connections, m.accepted, m.disconnects, m.decodeErrors,
+		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests)
+	return m
+}

@@ -1,0 +1,100 @@
+package gateway
+
+import (
+	"io/fs"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configures a Server. The zero value of every field means the
+// documented default.
+type Options struct {
+	// Addr is the listen address. Empty means ":8888", J-IM's port.
+	Addr string
+
+	// NumEventLoop is the number of gnet event loops. Zero means one per CPU.
+	NumEventLoop int
+
+	// HeartbeatTimeout closes a connection that sent nothing for this long.
+	// Zero means 120 s; a negative value disables it, as J-IM's 0 does.
+	HeartbeatTimeout time.Duration
+
+	// AuthTimeout closes a connection that has not logged in this long after
+	// it opened. Zero means 10 s; negative disables it.
+	AuthTimeout time.Duration
+
+	// MaxOutbound is the per-connection cap on bytes queued for writing,
+	// including what the kernel did not take yet. A connection over it is a
+	// slow consumer and is disconnected. Zero means 4 MiB.
+	MaxOutbound int
+
+	// MaxTCPBody is the largest J-IM TCP frame body. Zero means 1 MiB (J-IM
+	// has no limit; its unused constant is about 2 MiB).
+	MaxTCPBody int
+
+	// MaxWSMessage is the largest WebSocket message. Zero means 512 KiB,
+	// J-IM's limit.
+	MaxWSMessage int
+
+	// MaxHTTPHeader and MaxHTTPBody bound an HTTP request. Zero means 8 KiB
+	// and 1 MiB.
+	MaxHTTPHeader int
+	MaxHTTPBody   int
+
+	// WSRequireMask refuses unmasked client frames as RFC 6455 requires.
+	// Default false accepts them, as J-IM does.
+	WSRequireMask bool
+
+	// Static is served for GET requests that are not API, health or metrics
+	// paths. Nil serves nothing (404).
+	Static fs.FS
+
+	// Registry receives the gateway's metrics and is served at /metrics.
+	// Nil means a new registry.
+	Registry *prometheus.Registry
+
+	// Logger receives connection-level logs. Nil means slog.Default().
+	Logger *slog.Logger
+
+	// ShutdownGrace bounds how long Stop waits for queued writes to drain.
+	// Zero means 5 s.
+	ShutdownGrace time.Duration
+}
+
+func (o *Options) setDefaults() {
+	if o.Addr == "" {
+		o.Addr = ":8888"
+	}
+	if o.HeartbeatTimeout == 0 {
+		o.HeartbeatTimeout = 120 * time.Second
+	}
+	if o.AuthTimeout == 0 {
+		o.AuthTimeout = 10 * time.Second
+	}
+	if o.MaxOutbound == 0 {
+		o.MaxOutbound = 4 << 20
+	}
+	if o.MaxTCPBody == 0 {
+		o.MaxTCPBody = 1 << 20
+	}
+	if o.MaxWSMessage == 0 {
+		o.MaxWSMessage = 512 << 10
+	}
+	if o.MaxHTTPHeader == 0 {
+		o.MaxHTTPHeader = 8 << 10
+	}
+	if o.MaxHTTPBody == 0 {
+		o.MaxHTTPBody = 1 << 20
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	if o.ShutdownGrace == 0 {
+		o.ShutdownGrace = 5 * time.Second
+	}
+}

@@ -1,0 +1,471 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jim/codec"
+	"jim/dispatch"
+)
+
+// Handler receives decoded traffic. *dispatch.Dispatcher implements it; every
+// method is called on an event loop and must return quickly.
+type Handler interface {
+	// Handle takes one J-IM TCP frame.
+	Handle(c dispatch.Conn, p dispatch.Packet)
+	// HandleWS takes one WebSocket data message (its JSON carries the cmd).
+	HandleWS(c dispatch.Conn, payload []byte)
+	// LoginFromQuery logs in from the upgrade request's query parameters.
+	LoginFromQuery(c dispatch.Conn, userID, password, token string)
+	// Closed is told of every connection that goes away.
+	Closed(c dispatch.Conn)
+	// API answers an /api/* request; reply may be called from any goroutine.
+	API(r dispatch.APIRequest, reply func(dispatch.APIResponse))
+}
+
+// ErrServerClosed is returned by Serve after Stop.
+var ErrServerClosed = errors.New("gateway: server closed")
+
+// Server is one jim gateway: a gnet engine and the state around it.
+type Server struct {
+	gnet.BuiltinEventEngine
+
+	opts    Options
+	h       Handler
+	metrics *metrics
+
+	eng     gnet.Engine
+	started chan struct{} // closed once the engine is listening
+	stopped atomic.Bool
+	nextID  atomic.Uint64
+
+	loopsMu sync.Mutex
+	loops   map[gnet.EventLoop]*loopState
+
+	wheel     wheel
+	hbSeconds int64 // idle timeout in wheel seconds; 0 disables
+	auSeconds int64 // login timeout in wheel seconds; 0 disables
+
+	open   sync.Map // id -> *conn, to close everything on shutdown
+	nOpen  atomic.Int64
+	health atomic.Value // string: "ok" or "draining"
+}
+
+// New builds a server; Serve starts it.
+func New(o Options, h Handler) *Server {
+	o.setDefaults()
+	s := &Server{
+		opts:    o,
+		h:       h,
+		metrics: newMetrics(o.Registry),
+		started: make(chan struct{}),
+		loops:   make(map[gnet.EventLoop]*loopState),
+	}
+	s.health.Store("ok")
+	if o.HeartbeatTimeout > 0 {
+		s.hbSeconds = int64((o.HeartbeatTimeout + time.Second - 1) / time.Second)
+	}
+	if o.AuthTimeout > 0 {
+		s.auSeconds = int64((o.AuthTimeout + time.Second - 1) / time.Second)
+	}
+	return s
+}
+
+// Registry is the Prometheus registry served at /metrics.
+func (s *Server) Registry() *prometheus.Registry { return s.opts.Registry }
+
+// Started is closed once the listener accepts connections.
+func (s *Server) Started() <-chan struct{} { return s.started }
+
+// Connections is the number of open connections.
+func (s *Server) Connections() int { return int(s.nOpen.Load()) }
+
+// Serve runs the engine until Stop; it blocks.
+func (s *Server) Serve() error {
+	loops := s.opts.NumEventLoop
+	if loops <= 0 {
+		loops = runtime.GOMAXPROCS(0)
+	}
+	addr := s.opts.Addr
+	if !strings.Contains(addr, "://") {
+		addr = "tcp://" + addr
+	}
+	go s.clock()
+	err := gnet.Run(s, addr,
+		gnet.WithMulticore(true),
+		gnet.WithNumEventLoop(loops),
+		gnet.WithReuseAddr(true),
+		gnet.WithReusePort(true),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		// Small kernel-facing buffers keep idle connections cheap; gnet grows
+		// its ring buffers on demand.
+		gnet.WithReadBufferCap(64<<10),
+		gnet.WithWriteBufferCap(64<<10),
+		gnet.WithLogger(gnetLogger{s.opts.Logger}),
+	)
+	if s.stopped.Load() {
+		return ErrServerClosed
+	}
+	return err
+}
+
+// Stop stops accepting, closes every connection after its queued writes
+// drain (bounded by ShutdownGrace), and stops the engine.
+func (s *Server) Stop(ctx context.Context) error {
+	if !s.stopped.CompareAndSwap(false, true) {
+		return nil
+	}
+	s.health.Store("draining")
+	select {
+	case <-s.started:
+	default:
+		return nil
+	}
+	s.open.Range(func(_, v any) bool {
+		v.(*conn).Close(reasonShutdown)
+		return true
+	})
+	grace, cancel := context.WithTimeout(ctx, s.opts.ShutdownGrace)
+	defer cancel()
+	for s.nOpen.Load() > 0 {
+		select {
+		case <-grace.Done():
+			goto stop
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+stop:
+	return s.eng.Stop(ctx)
+}
+
+// OnBoot implements gnet.EventHandler.
+func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
+	s.eng = eng
+	close(s.started)
+	return gnet.None
+}
+
+// OnOpen implements gnet.EventHandler.
+func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
+	if s.stopped.Load() {
+		return nil, gnet.Close
+	}
+	c := &conn{gc: gc, srv: s, id: s.nextID.Add(1), remote: gc.RemoteAddr(), loop: s.loopFor(gc.EventLoop())}
+	now := s.wheel.now.Load()
+	c.opened = now
+	c.lastActive.Store(now)
+	gc.SetContext(c)
+	s.open.Store(c.id, c)
+	s.nOpen.Add(1)
+	s.metrics.accepted.Inc()
+	s.metrics.connections.WithLabelValues("unknown").Inc()
+	if d := s.firstDeadline(c); d > 0 {
+		s.wheel.add(c, d)
+	}
+	return nil, gnet.None
+}
+
+// OnClose implements gnet.EventHandler.
+func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.None
+	}
+	c.mu.Lock()
+	c.closed = true
+	c.out = nil
+	reason := c.reason
+	c.mu.Unlock()
+	if reason == "" {
+		reason = reasonPeer
+	}
+	s.open.Delete(c.id)
+	s.nOpen.Add(-1)
+	s.metrics.disconnects.WithLabelValues(reason).Inc()
+	s.metrics.connections.WithLabelValues(protoLabel(c)).Dec()
+	if c.state == stateTCP || c.state == stateWS {
+		s.h.Closed(c)
+	}
+	return gnet.None
+}
+
+func protoLabel(c *conn) string {
+	if c.state == stateSniff {
+		return "unknown"
+	}
+	return codec.Proto(c.proto.Load()).String()
+}
+
+// OnTraffic implements gnet.EventHandler: it reads everything buffered and
+// runs the connection's state machine over it.
+func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
+	c, ok := gc.Context().(*conn)
+	if !ok {
+		return gnet.Close
+	}
+	buf, _ := gc.Peek(-1)
+	if len(buf) == 0 {
+		return gnet.None
+	}
+	c.lastActive.Store(s.wheel.now.Load())
+	consumed, keep := s.process(c, buf)
+	if consumed > 0 {
+		s.metrics.bytesIn.Add(float64(consumed))
+		_, _ = gc.Discard(consumed)
+	}
+	if !keep {
+		return gnet.Close
+	}
+	return gnet.None
+}
+
+// process runs the state machine over buf and returns how many bytes it
+// consumed and whether the connection stays open.
+func (s *Server) process(c *conn, buf []byte) (int, bool) {
+	off := 0
+	for off < len(buf) {
+		var n int
+		var keep bool
+		st := c.state
+		switch st {
+		case stateSniff:
+			n, keep = s.sniff(c, buf[off:])
+		case stateTCP:
+			n, keep = s.readTCP(c, buf[off:])
+		case stateHTTP:
+			n, keep = s.readHTTP(c, buf[off:])
+		case stateWS:
+			n, keep = s.readWS(c, buf[off:])
+		}
+		off += n
+		if !keep {
+			return off, false
+		}
+		if n == 0 && st == c.state {
+			break // need more bytes, or waiting for an API reply
+		}
+		if c.isClosed() {
+			break // closing after a reply: whatever follows is ignored
+		}
+	}
+	return off, true
+}
+
+func (s *Server) setProto(c *conn, st connState, p codec.Proto) {
+	s.metrics.connections.WithLabelValues(protoLabel(c)).Dec()
+	c.state = st
+	c.proto.Store(uint32(p))
+	s.metrics.connections.WithLabelValues(p.String()).Inc()
+}
+
+func (s *Server) sniff(c *conn, b []byte) (int, bool) {
+	p, needMore := codec.Sniff(b)
+	if needMore {
+		return 0, true
+	}
+	switch p {
+	case codec.ProtoTCP:
+		s.setProto(c, stateTCP, codec.ProtoTCP)
+	case codec.ProtoHTTP:
+		s.setProto(c, stateHTTP, codec.ProtoHTTP)
+	case codec.ProtoTLS:
+		c.setReason(reasonTLSDisabled)
+		return 0, false
+	default:
+		c.setReason(reasonGarbage)
+		s.metrics.decodeErrors.WithLabelValues("unknown").Inc()
+		return 0, false
+	}
+	// The state changed but no bytes were consumed: process goes on in the
+	// new state.
+	return 0, true
+}
+
+func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
+	off := 0
+	for {
+		f, n, err := codec.DecodeTCP(b[off:], s.opts.MaxTCPBody)
+		if err != nil {
+			s.metrics.decodeErrors.WithLabelValues("tcp").Inc()
+			if errors.Is(err, codec.ErrBodyTooLarge) {
+				c.setReason(reasonTooLarge)
+			} else {
+				c.setReason(reasonDecode)
+			}
+			return off, false
+		}
+		if n == 0 {
+			return off, true
+		}
+		off += n
+		s.h.Handle(c, dispatch.Packet{Cmd: f.Cmd, Seq: f.Seq, HasSeq: f.HasSeq, Body: f.Body})
+		if c.isClosed() {
+			return off, true
+		}
+	}
+}
+
+func (s *Server) readWS(c *conn, b []byte) (int, bool) {
+	off := 0
+	for {
+		msg, ok, n, err := c.ws.Decode(b[off:])
+		if err != nil {
+			s.metrics.decodeErrors.WithLabelValues("ws").Inc()
+			code := uint16(1002)
+			var we *codec.WSError
+			if errors.As(err, &we) {
+				code = we.Code
+			}
+			reason := reasonWSProtocol
+			if code == 1009 {
+				reason = reasonTooLarge
+			}
+			c.sendRaw(codec.AppendWSClose(nil, code, wsReason(err)))
+			c.Close(reason)
+			return off, true
+		}
+		if n == 0 {
+			return off, true
+		}
+		off += n
+		if ok {
+			switch msg.Op {
+			case codec.WSText, codec.WSBinary:
+				s.h.HandleWS(c, msg.Payload)
+			case codec.WSPing:
+				c.sendRaw(codec.AppendWSFrame(nil, codec.WSPong, msg.Payload))
+			case codec.WSClose:
+				code := msg.CloseCode
+				if code == 1005 || code == 0 {
+					code = 1000
+				}
+				c.sendRaw(codec.AppendWSClose(nil, code, ""))
+				c.Close(reasonWSClose)
+				return off, true
+			}
+		}
+		if c.isClosed() {
+			return off, true
+		}
+	}
+}
+
+// wsReason is the close reason text: the decoder's, without our prefix.
+func wsReason(err error) string {
+	var we *codec.WSError
+	if errors.As(err, &we) {
+		return we.Reason
+	}
+	return "protocol error"
+}
+
+func (c *conn) setReason(r string) {
+	c.mu.Lock()
+	if c.reason == "" {
+		c.reason = r
+	}
+	c.mu.Unlock()
+}
+
+func (c *conn) isClosed() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.closed
+}
+
+// firstDeadline is the wheel second at which a new connection is first
+// looked at: its login deadline, or its idle deadline when logins are not
+// timed.
+func (s *Server) firstDeadline(c *conn) int64 {
+	switch {
+	case s.auSeconds > 0:
+		return c.opened + s.auSeconds
+	case s.hbSeconds > 0:
+		return c.opened + s.hbSeconds
+	}
+	return 0
+}
+
+// clock advances the timing wheel once a second and expires connections.
+func (s *Server) clock() {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for range t.C {
+		if s.stopped.Load() {
+			return
+		}
+		s.expire()
+	}
+}
+
+// expire handles the connections due in this wheel second.
+func (s *Server) expire() {
+	now, due := s.wheel.tick()
+	for _, c := range due {
+		if c.isClosed() {
+			continue
+		}
+		// HTTP connections answer to the idle timeout only; TCP and WS ones
+		// must log in first.
+		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP && now >= c.opened+s.auSeconds {
+			c.closeNow(reasonAuthTimeout)
+			continue
+		}
+		var deadline int64
+		if s.hbSeconds > 0 {
+			deadline = c.lastActive.Load() + s.hbSeconds
+			if now >= deadline {
+				c.closeNow(reasonIdle)
+				continue
+			}
+		}
+		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP {
+			if d := c.opened + s.auSeconds; deadline == 0 || d < deadline {
+				deadline = d
+			}
+		}
+		if deadline > 0 {
+			s.wheel.add(c, deadline)
+		}
+	}
+}
+
+func (s *Server) loopFor(el gnet.EventLoop) *loopState {
+	s.loopsMu.Lock()
+	defer s.loopsMu.Unlock()
+	l, ok := s.loops[el]
+	if !ok {
+		l = &loopState{el: el}
+		s.loops[el] = l
+	}
+	return l
+}
+
+// isLoopback reports whether the peer is on this machine.
+func isLoopback(a net.Addr) bool {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.IsLoopback()
+	}
+	return false
+}
+
+// gnetLogger routes gnet's own logs to slog.
+type gnetLogger struct {
+	l interface{ Debug(string, ...any) }
+}
+
+func (g gnetLogger) Debugf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Infof(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Warnf(f string, a ...any)  { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Errorf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
+func (g gnetLogger) Fatalf(f string, a ...any) { g.l.Debug(fmt.Sprintf(f, a...)) }
