@@ -90,6 +90,8 @@ func FuzzParseRequest(f *testing.F) {
 	for _, s := range seeds {
 		addCutSeeds(f, []byte(s), func(b []byte) { f.Add(b) })
 	}
+	// Garbage longer than MaxHeader: the bad byte must win over the size.
+	f.Add(append([]byte("\x8d\x00ST /a"), bytes.Repeat([]byte{'z'}, 600)...))
 	lim := HTTPLimits{MaxHeader: 512, MaxBody: 256}
 	f.Fuzz(func(t *testing.T, buf []byte) {
 		req, n, err := ParseRequest(buf, lim)
@@ -102,7 +104,7 @@ func FuzzParseRequest(f *testing.F) {
 		if err == nil && n > 0 {
 			limit = n
 		}
-		for i := 0; i < limit; i++ {
+		for i := 0; i < limit; i += 1 + i/64 { // dense near the start, sparser later
 			pr, pn, perr := ParseRequest(buf[:i], lim)
 			if pn != 0 || pr != nil || (perr != nil && perr != err) {
 				t.Fatalf("prefix %d: n=%d err=%v, whole n=%d err=%v", i, pn, perr, n, err)

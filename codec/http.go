@@ -181,7 +181,9 @@ func ParseRequest(buf []byte, lim HTTPLimits) (req *Request, n int, err error) {
 		case strings.EqualFold(name, "Transfer-Encoding"):
 			te = true
 		case strings.EqualFold(name, "Connection"):
-			for _, tok := range strings.Split(value, ",") {
+			for v := value; v != ""; {
+				var tok string
+				tok, v, _ = strings.Cut(v, ",")
 				tok = strings.TrimSpace(tok)
 				switch {
 				case strings.EqualFold(tok, "close"):
@@ -193,7 +195,9 @@ func ParseRequest(buf []byte, lim HTTPLimits) (req *Request, n int, err error) {
 				}
 			}
 		case strings.EqualFold(name, "Upgrade"):
-			for _, tok := range strings.Split(value, ",") {
+			for v := value; v != ""; {
+				var tok string
+				tok, v, _ = strings.Cut(v, ",")
 				if strings.EqualFold(strings.TrimSpace(tok), "websocket") {
 					upgradeWS = true
 				}
@@ -337,7 +341,9 @@ func validFieldValue(s string) bool {
 // (RFC 9110 §8.6), refusing signs, spaces inside numbers and overflow.
 func parseContentLength(s string) (int, bool) {
 	n := -1
-	for _, part := range strings.Split(s, ",") {
+	for more := true; more; {
+		var part string
+		part, s, more = strings.Cut(s, ",")
 		part = strings.Trim(part, " \t")
 		if part == "" || len(part) > 15 {
 			return 0, false

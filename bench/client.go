@@ -1,0 +1,278 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	mrand "math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cloudwego/netpoll"
+
+	"jim/codec"
+)
+
+// Client states.
+const (
+	stUpgrade int32 = iota // WebSocket: waiting for the 101
+	stLogin                // waiting for the login reply
+	stReady                // logged in
+)
+
+var errClosed = errors.New("connection closed")
+
+// client is one simulated user on one connection. It owns no goroutine: the
+// netpoll event loop calls onRequest when bytes arrive.
+type client struct {
+	r    *runner
+	idx  int
+	user string
+	ws   bool
+	addr string
+
+	conn    netpoll.Connection
+	wmu     sync.Mutex // netpoll's Writer is not safe for concurrent use
+	state   atomic.Int32
+	settled atomic.Bool // counted as established or failed, exactly once
+	dead    atomic.Bool
+
+	pend []byte // a partial frame carried to the next read; onRequest only
+}
+
+// onRequest consumes every readable byte, because netpoll calls it again in
+// a loop for as long as unread input remains: a partial frame is copied to
+// c.pend instead of being left in the connection's buffer.
+func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
+	rd := conn.Reader()
+	n := rd.Len()
+	if n == 0 {
+		return nil
+	}
+	b, err := rd.Next(n)
+	if err != nil {
+		return err
+	}
+	data := b
+	if len(c.pend) > 0 {
+		c.pend = append(c.pend, b...)
+		data = c.pend
+	}
+	used, perr := c.consume(data)
+	rest := data[used:]
+	switch {
+	case perr != nil:
+		c.pend = nil
+	case len(rest) == 0:
+		if cap(c.pend) > 64<<10 {
+			c.pend = nil // do not pin a large buffer on an idle connection
+		} else {
+			c.pend = c.pend[:0]
+		}
+	case len(c.pend) > 0:
+		c.pend = c.pend[:copy(c.pend, rest)]
+	default:
+		c.pend = append(c.pend[:0], rest...)
+	}
+	_ = rd.Release()
+	if perr != nil {
+		c.r.fail("protocol", perr)
+		_ = conn.Close()
+	}
+	return nil
+}
+
+func (c *client) consume(data []byte) (int, error) {
+	used := 0
+	if c.state.Load() == stUpgrade {
+		i := bytes.Index(data, []byte("\r\n\r\n"))
+		if i < 0 {
+			if len(data) > 16<<10 {
+				return 0, errors.New("oversized WebSocket upgrade response")
+			}
+			return 0, nil
+		}
+		head := data[:i]
+		line, _, _ := bytes.Cut(head, []byte("\r\n"))
+		if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
+			c.r.loginFailed(c, fmt.Sprintf("WebSocket upgrade refused for %s: %s", c.user, line))
+			return len(data), nil
+		}
+		c.state.Store(stLogin)
+		used = i + 4
+	}
+	for used < len(data) {
+		var (
+			cmd  int
+			body []byte
+			n    int
+			err  error
+		)
+		if c.ws {
+			var op byte
+			op, body, n, err = scanWS(data[used:])
+			if err != nil || n == 0 {
+				return used, err
+			}
+			used += n
+			switch op {
+			case wsOpText, 0x2:
+				v, ok := jsonInt(body, `"command":`)
+				if !ok {
+					continue
+				}
+				cmd = int(v)
+			case wsOpPing:
+				_ = c.writeWS(wsOpPong, body)
+				continue
+			case wsOpClose:
+				if !c.r.closing.Load() {
+					c.r.fail("ws close from server", nil)
+				}
+				continue
+			default:
+				continue
+			}
+		} else {
+			cmd, body, n, err = scanTCP(data[used:])
+			if err != nil || n == 0 {
+				return used, err
+			}
+			used += n
+		}
+		c.handle(cmd, body)
+	}
+	return used, nil
+}
+
+func (c *client) handle(cmd int, body []byte) {
+	r := c.r
+	switch cmd {
+	case cmdChat:
+		t, ok := sendTime(body)
+		if !ok {
+			return
+		}
+		if t >= r.measureStart.Load() {
+			r.delivered.Add(1)
+			r.hist.Record(time.Now().UnixNano() - t)
+		}
+	case cmdChatResp:
+		if !r.recording() {
+			return
+		}
+		code, _ := jsonInt(body, `"code":`)
+		switch code {
+		case statusOK:
+			r.acked.Add(1)
+		case statusOffline:
+			r.offline.Add(1)
+		default:
+			r.fail("chat status "+strconv.FormatInt(code, 10), nil)
+		}
+	case cmdHeartbeat:
+		r.heartbeats.Add(1)
+	case cmdLoginResp:
+		if c.state.Load() != stLogin {
+			return
+		}
+		code, _ := jsonInt(body, `"code":`)
+		if code != statusLoginOK {
+			r.loginFailed(c, fmt.Sprintf("login refused for user %s: %s", c.user, truncate(body, 120)))
+			return
+		}
+		c.state.Store(stReady)
+		r.loggedIn(c)
+	case cmdJoinResp:
+		r.fail("join group refused", nil)
+	}
+}
+
+func truncate(b []byte, n int) string {
+	if len(b) > n {
+		return string(b[:n]) + "..."
+	}
+	return string(b)
+}
+
+// onClose runs on netpoll's close path, for both sides' closes.
+func (c *client) onClose(netpoll.Connection) error {
+	c.dead.Store(true)
+	if c.r.closing.Load() {
+		return nil
+	}
+	if c.state.Load() != stReady {
+		c.r.loginFailed(c, fmt.Sprintf("connection for user %s closed by the server before login completed", c.user))
+		return nil
+	}
+	c.r.fail("closed by server", nil)
+	return nil
+}
+
+// write sends one complete frame. The bytes are copied into netpoll's own
+// buffer because WriteBinary may keep a reference to b, which callers reuse.
+func (c *client) write(b []byte) error {
+	if c.dead.Load() {
+		return errClosed
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	w := c.conn.Writer()
+	buf, err := w.Malloc(len(b))
+	if err != nil {
+		return err
+	}
+	copy(buf, b)
+	return w.Flush()
+}
+
+// send writes a JSON command in this client's framing. scratch is reused by
+// the calling goroutine.
+func (c *client) send(scratch *[]byte, cmd byte, body []byte) error {
+	if c.ws {
+		*scratch = AppendWSClientFrame((*scratch)[:0], wsOpText, body, maskKey())
+	} else {
+		*scratch = codec.AppendTCP((*scratch)[:0], codec.Cmd(cmd), 0, false, body)
+	}
+	return c.write(*scratch)
+}
+
+func (c *client) writeWS(op byte, payload []byte) error {
+	return c.write(AppendWSClientFrame(nil, op, payload, maskKey()))
+}
+
+// maskKey returns a fresh masking key. RFC 6455 wants it unpredictable to
+// defeat cache poisoning by hostile scripts; a fast PRNG is enough for a
+// load generator talking to its own server.
+func maskKey() [4]byte {
+	v := mrand.Uint32()
+	return [4]byte{byte(v), byte(v >> 8), byte(v >> 16), byte(v >> 24)}
+}
+
+// start sends the first bytes: the login frame over TCP, or the upgrade
+// request, whose username/password query logs in on jim and on J-IM's demo.
+func (c *client) start(password string) error {
+	if !c.ws {
+		c.state.Store(stLogin)
+		body := `{"cmd":5,"userId":"` + c.user + `","password":"` + password + `"}`
+		var scratch []byte
+		return c.send(&scratch, cmdLogin, []byte(body))
+	}
+	c.state.Store(stUpgrade)
+	var key [16]byte
+	_, _ = rand.Read(key[:])
+	req := "GET /?username=" + c.user + "&password=" + password + " HTTP/1.1\r\n" +
+		"Host: " + c.addr + "\r\n" +
+		"Upgrade: websocket\r\n" +
+		"Connection: Upgrade\r\n" +
+		"Sec-WebSocket-Key: " + base64.StdEncoding.EncodeToString(key[:]) + "\r\n" +
+		"Sec-WebSocket-Version: 13\r\n\r\n"
+	// One write: J-IM sniffs the protocol from the first read and drops a
+	// connection whose request head arrives split.
+	return c.write([]byte(req))
+}

@@ -1,0 +1,805 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"net/netip"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Scenario names.
+const (
+	ScenarioIdle  = "idle"
+	ScenarioChat  = "chat"
+	ScenarioGroup = "group"
+	ScenarioPush  = "push"
+)
+
+// MaxConnsPerPair is the most connections placed on one (source address,
+// destination) pair. The default ephemeral range 32768-60999 holds about
+// 28,000 ports; staying at half leaves room for TIME_WAIT from earlier runs.
+const MaxConnsPerPair = 14000
+
+// Config describes one run. Lo and Hi select the users this process drives
+// (global indexes [Lo, Hi)); Hi == 0 means all of [0, Conns).
+type Config struct {
+	Scenario       string
+	Proto          string // "tcp" or "ws"
+	Addrs          []string
+	Conns          int
+	Duration       time.Duration
+	Warmup         time.Duration
+	Rate           float64 // messages per second over all processes
+	GroupSize      int
+	SrcIPs         []netip.Addr
+	ServerPIDs     []int
+	ConnectRate    int // dials per second over all processes
+	ConnectTimeout time.Duration
+	Heartbeat      time.Duration
+	APIKey         string
+	UserPrefix     string
+	Password       string
+	Lo, Hi         int
+
+	// Progress, when set, receives a one-line status about every 200 ms.
+	Progress io.Writer
+
+	// Hooks used by worker processes to hold the phases in step with the
+	// other workers; nil means "carry on".
+	onProgress  func(Progress)
+	afterLogin  func(established int)
+	beforeClose func()
+}
+
+// Progress is a snapshot of a run in flight.
+type Progress struct {
+	Phase       string `json:"phase"`
+	Target      int    `json:"target"`
+	Established int64  `json:"established"`
+	Failed      int64  `json:"failed"`
+	Sent        int64  `json:"sent"`
+	Delivered   int64  `json:"delivered"`
+	Errors      int64  `json:"errors"`
+}
+
+// Result is the outcome of a run; its JSON form is jimbench's -json output.
+type Result struct {
+	Scenario              string           `json:"scenario"`
+	Proto                 string           `json:"proto"`
+	Addrs                 []string         `json:"addrs"`
+	Procs                 int              `json:"procs"`
+	ConnsTarget           int              `json:"conns_target"`
+	ConnsEstablished      int64            `json:"conns_established"`
+	ConnectSeconds        float64          `json:"connect_s"`
+	Errors                int64            `json:"errors"`
+	ErrorKinds            map[string]int64 `json:"error_kinds,omitempty"`
+	DurationSeconds       float64          `json:"duration_s"`
+	Rate                  float64          `json:"rate"`
+	GroupSize             int              `json:"group_size,omitempty"`
+	Sent                  int64            `json:"sent"`
+	Acked                 int64            `json:"acked"`
+	Offline               int64            `json:"offline"`
+	Delivered             int64            `json:"delivered"`
+	ExpectedDelivered     int64            `json:"expected_delivered"`
+	DeliveriesPerSec      float64          `json:"deliveries_per_sec"`
+	Heartbeats            int64            `json:"heartbeat_replies"`
+	P50Ms                 float64          `json:"p50_ms"`
+	P99Ms                 float64          `json:"p99_ms"`
+	P999Ms                float64          `json:"p999_ms"`
+	MaxMs                 float64          `json:"max_ms"`
+	ServerRSSBeforeBytes  int64            `json:"server_rss_before_bytes"`
+	ServerRSSBytes        int64            `json:"server_rss_bytes"`
+	ServerRSSPerConnBytes float64          `json:"server_rss_per_conn_bytes"`
+	ServerCPUPct          float64          `json:"server_cpu_pct"`
+	BenchCPUPct           float64          `json:"bench_cpu_pct"`
+
+	hist *Histogram
+}
+
+// Validate checks cfg and fills defaults. Its errors are the "bad flags"
+// class: the caller should exit with status 2.
+func (cfg *Config) Validate() error {
+	switch cfg.Scenario {
+	case ScenarioIdle, ScenarioChat, ScenarioGroup, ScenarioPush:
+	case "":
+		return errors.New("missing scenario (idle, chat, group or push)")
+	default:
+		return fmt.Errorf("unknown scenario %q (want idle, chat, group or push)", cfg.Scenario)
+	}
+	switch cfg.Proto {
+	case "":
+		cfg.Proto = "tcp"
+	case "tcp", "ws":
+	default:
+		return fmt.Errorf("bad -proto %q (want tcp or ws)", cfg.Proto)
+	}
+	if len(cfg.Addrs) == 0 {
+		return errors.New("missing -addr")
+	}
+	for _, a := range cfg.Addrs {
+		if i := strings.LastIndexByte(a, ':'); i < 0 || i == len(a)-1 {
+			return fmt.Errorf("bad -addr %q (want host:port)", a)
+		}
+	}
+	if cfg.Conns <= 0 {
+		return errors.New("-conns must be positive")
+	}
+	if cfg.Scenario == ScenarioChat && cfg.Conns < 2 {
+		return errors.New("chat needs -conns of at least 2")
+	}
+	if cfg.Duration <= 0 {
+		return errors.New("-duration must be positive")
+	}
+	if cfg.Warmup < 0 {
+		return errors.New("-warmup must not be negative")
+	}
+	if cfg.Scenario != ScenarioIdle && cfg.Rate <= 0 {
+		return errors.New("-rate must be positive")
+	}
+	if cfg.GroupSize <= 0 {
+		cfg.GroupSize = 100
+	}
+	if cfg.Scenario == ScenarioGroup && cfg.GroupSize > cfg.Conns {
+		cfg.GroupSize = cfg.Conns
+	}
+	if cfg.ConnectRate <= 0 {
+		cfg.ConnectRate = 5000
+	}
+	if cfg.ConnectTimeout <= 0 {
+		cfg.ConnectTimeout = 60 * time.Second
+	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 30 * time.Second
+	}
+	if cfg.UserPrefix == "" {
+		cfg.UserPrefix = "bench"
+	}
+	if cfg.Password == "" {
+		cfg.Password = "x"
+	}
+	pairs := len(cfg.Addrs) * max(1, len(cfg.SrcIPs))
+	if cfg.Conns > pairs*MaxConnsPerPair {
+		return fmt.Errorf("%d connections need at least %d source-address/server pairs at %d each; add -src-ips (e.g. 127.0.0.2-127.0.0.65)",
+			cfg.Conns, (cfg.Conns+MaxConnsPerPair-1)/MaxConnsPerPair, MaxConnsPerPair)
+	}
+	if cfg.Hi == 0 {
+		cfg.Lo, cfg.Hi = 0, cfg.Conns
+	}
+	if cfg.Lo < 0 || cfg.Hi > cfg.Conns || cfg.Lo >= cfg.Hi {
+		return fmt.Errorf("bad worker range [%d,%d) for %d connections", cfg.Lo, cfg.Hi, cfg.Conns)
+	}
+	return nil
+}
+
+// share is the part of a global per-second budget that this process owns.
+func (cfg *Config) share(total float64) float64 {
+	return total * float64(cfg.Hi-cfg.Lo) / float64(cfg.Conns)
+}
+
+// UserName returns the user id of global index i.
+func (cfg *Config) UserName(i int) string { return cfg.UserPrefix + strconv.Itoa(i) }
+
+// groupName returns the group of global index i in the group scenario.
+func (cfg *Config) groupName(i int) string {
+	return cfg.UserPrefix + "-g" + strconv.Itoa(i/cfg.GroupSize)
+}
+
+// route picks the destination and source address of global index i: the
+// destinations rotate fastest so that each server sees every source.
+func (cfg *Config) route(i int) (string, netip.Addr) {
+	dst := cfg.Addrs[i%len(cfg.Addrs)]
+	if len(cfg.SrcIPs) == 0 {
+		return dst, netip.Addr{}
+	}
+	return dst, cfg.SrcIPs[(i/len(cfg.Addrs))%len(cfg.SrcIPs)]
+}
+
+// ErrLogin wraps failures that mean the server refused the benchmark users.
+var ErrLogin = errors.New("login refused")
+
+type runner struct {
+	cfg     *Config
+	clients []*client
+	hist    Histogram
+
+	established, failed             atomic.Int64
+	sent, acked, offline, delivered atomic.Int64
+	heartbeats, errs                atomic.Int64
+	measureStart                    atomic.Int64 // unix ns; MaxInt64 until recording starts
+	closing                         atomic.Bool
+	phase                           atomic.Value
+	errMu                           sync.Mutex
+	errKinds                        map[string]int64
+	firstLoginErr, firstDialErr     string
+	loginRefused                    atomic.Bool
+	runStart, runEnd                time.Time
+	connectDur                      time.Duration
+	groupSent                       []*groupSenderStat
+}
+
+func (r *runner) recording() bool { return time.Now().UnixNano() >= r.measureStart.Load() }
+
+// fail counts one error under kind; err adds detail to the first one seen.
+func (r *runner) fail(kind string, err error) {
+	r.errs.Add(1)
+	r.errMu.Lock()
+	r.errKinds[kind]++
+	r.errMu.Unlock()
+	_ = err
+}
+
+func (r *runner) settleFailed(c *client, kind, msg string) {
+	if c != nil && !c.settled.CompareAndSwap(false, true) {
+		return
+	}
+	r.failed.Add(1)
+	r.fail(kind, nil)
+	r.errMu.Lock()
+	if kind == "dial" && r.firstDialErr == "" {
+		r.firstDialErr = msg
+	}
+	if kind == "login" && r.firstLoginErr == "" {
+		r.firstLoginErr = msg
+	}
+	r.errMu.Unlock()
+}
+
+func (r *runner) loginFailed(c *client, msg string) {
+	r.loginRefused.Store(true)
+	r.settleFailed(c, "login", msg)
+	_ = c.conn.Close()
+}
+
+func (r *runner) loggedIn(c *client) {
+	if !c.settled.CompareAndSwap(false, true) {
+		return
+	}
+	if r.cfg.Scenario == ScenarioGroup {
+		var scratch []byte
+		body := `{"cmd":7,"groupId":"` + r.cfg.groupName(c.idx) + `"}`
+		if err := c.send(&scratch, cmdJoinGroup, []byte(body)); err != nil {
+			r.fail("join write", err)
+		}
+	}
+	r.established.Add(1)
+}
+
+func (r *runner) progress() Progress {
+	ph, _ := r.phase.Load().(string)
+	return Progress{
+		Phase:       ph,
+		Target:      r.cfg.Hi - r.cfg.Lo,
+		Established: r.established.Load(),
+		Failed:      r.failed.Load(),
+		Sent:        r.sent.Load(),
+		Delivered:   r.delivered.Load(),
+		Errors:      r.errs.Load(),
+	}
+}
+
+// Run drives one process's share of a scenario: connect and log in, hold or
+// send for Warmup+Duration, then close. It samples the servers' RSS and CPU
+// itself when ServerPIDs is set and it is not a worker. The run ends by
+// itself; cancelling ctx ends it early with the results so far.
+func Run(ctx context.Context, cfg Config) (*Result, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	local := cfg.afterLogin == nil && len(cfg.ServerPIDs) > 0
+	var before, atRun, atEnd serverSample
+	var sampleErr error
+	if local {
+		before, sampleErr = sampleServers(cfg.ServerPIDs)
+		if sampleErr != nil {
+			return nil, fmt.Errorf("server pid: %w", sampleErr)
+		}
+		cfg.afterLogin = func(int) { atRun, _ = sampleServers(cfg.ServerPIDs) }
+		cfg.beforeClose = func() { atEnd, _ = sampleServers(cfg.ServerPIDs) }
+	}
+	res, err := run(ctx, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	res.Procs = 1
+	if local {
+		fillServer(res, before, atRun, atEnd)
+	}
+	return res, nil
+}
+
+// fillServer derives the server columns: RSS growth per connection from
+// before dialling to the end of the run, CPU over the run phase.
+func fillServer(res *Result, before, atRun, atEnd serverSample) {
+	if atEnd.at.IsZero() {
+		return
+	}
+	res.ServerRSSBeforeBytes = before.rss
+	res.ServerRSSBytes = atEnd.rss
+	if res.ConnsEstablished > 0 {
+		res.ServerRSSPerConnBytes = float64(atEnd.rss-before.rss) / float64(res.ConnsEstablished)
+	}
+	if wall := atEnd.at.Sub(atRun.at); wall > 0 && !atRun.at.IsZero() {
+		res.ServerCPUPct = 100 * float64(atEnd.cpu-atRun.cpu) / float64(wall)
+	}
+}
+
+func run(ctx context.Context, cfg *Config) (*Result, error) {
+	if _, err := RaiseNoFileLimit(); err != nil {
+		return nil, fmt.Errorf("raise open-file limit: %w", err)
+	}
+	r := &runner{cfg: cfg, errKinds: map[string]int64{}}
+	r.measureStart.Store(math.MaxInt64)
+	r.phase.Store("connect")
+
+	stopProgress := r.startProgress()
+	defer stopProgress()
+
+	t0 := time.Now()
+	r.connect(ctx)
+	r.connectDur = time.Since(t0)
+	defer r.closeAll()
+
+	est := r.established.Load()
+	switch {
+	case r.loginRefused.Load():
+		return nil, fmt.Errorf("%w: %s", ErrLogin, r.firstLoginErr)
+	case est == 0 && r.firstDialErr != "":
+		return nil, fmt.Errorf("cannot connect: %s", r.firstDialErr)
+	case est == 0:
+		return nil, fmt.Errorf("no connection logged in within %v", cfg.ConnectTimeout)
+	}
+	if cfg.Scenario == ScenarioGroup {
+		// Joins carry no reply; give the server a moment to apply them
+		// before the first publish so early messages reach full groups.
+		sleepCtx(ctx, 300*time.Millisecond)
+	}
+	if cfg.afterLogin != nil {
+		cfg.afterLogin(int(est))
+	}
+
+	r.phase.Store("run")
+	cpu0 := selfCPU()
+	r.runStart = time.Now()
+	measureStart := r.runStart.Add(cfg.Warmup)
+	r.measureStart.Store(measureStart.UnixNano())
+	end := measureStart.Add(cfg.Duration)
+	runCtx, cancel := context.WithDeadline(ctx, end)
+	var wg sync.WaitGroup
+	wg.Go(func() { r.heartbeatLoop(runCtx) })
+	switch cfg.Scenario {
+	case ScenarioChat, ScenarioGroup:
+		r.startSenders(runCtx, &wg)
+	case ScenarioPush:
+		r.startPush(runCtx, &wg)
+	}
+	<-runCtx.Done()
+	cancel()
+	wg.Wait()
+	r.runEnd = time.Now()
+	if r.runEnd.Before(measureStart) {
+		measureStart = r.runEnd
+	}
+	r.phase.Store("drain")
+	r.drain(ctx)
+	cpu1 := selfCPU()
+	if cfg.beforeClose != nil {
+		cfg.beforeClose()
+	}
+	r.closing.Store(true)
+
+	measured := r.runEnd.Sub(measureStart)
+	res := r.result(measured)
+	if wall := time.Since(r.runStart); wall > 0 {
+		res.BenchCPUPct = 100 * float64(cpu1-cpu0) / float64(wall)
+	}
+	return res, nil
+}
+
+func (r *runner) result(measured time.Duration) *Result {
+	cfg := r.cfg
+	res := &Result{
+		Scenario:         cfg.Scenario,
+		Proto:            cfg.Proto,
+		Addrs:            cfg.Addrs,
+		ConnsTarget:      cfg.Hi - cfg.Lo,
+		ConnsEstablished: r.established.Load(),
+		ConnectSeconds:   r.connectDur.Seconds(),
+		Errors:           r.errs.Load(),
+		DurationSeconds:  measured.Seconds(),
+		Rate:             cfg.Rate,
+		Sent:             r.sent.Load(),
+		Acked:            r.acked.Load(),
+		Offline:          r.offline.Load(),
+		Delivered:        r.delivered.Load(),
+		Heartbeats:       r.heartbeats.Load(),
+		hist:             &r.hist,
+	}
+	if cfg.Scenario == ScenarioGroup {
+		res.GroupSize = cfg.GroupSize
+	}
+	r.errMu.Lock()
+	if len(r.errKinds) > 0 {
+		res.ErrorKinds = make(map[string]int64, len(r.errKinds))
+		for k, v := range r.errKinds {
+			res.ErrorKinds[k] = v
+		}
+	}
+	r.errMu.Unlock()
+	res.ExpectedDelivered = r.expected()
+	res.finish()
+	return res
+}
+
+// expected is how many deliveries the messages sent should produce, given
+// which receivers are actually connected.
+func (r *runner) expected() int64 {
+	switch r.cfg.Scenario {
+	case ScenarioChat, ScenarioPush:
+		return r.sent.Load() - r.offline.Load()
+	case ScenarioGroup:
+		var n int64
+		for _, s := range r.groupSent {
+			n += s.sent.Load() * int64(s.members)
+		}
+		return n
+	}
+	return 0
+}
+
+// finish derives the rate and latency columns from the counters.
+func (res *Result) finish() {
+	if res.DurationSeconds > 0 {
+		res.DeliveriesPerSec = float64(res.Delivered) / res.DurationSeconds
+	}
+	if res.hist != nil {
+		res.P50Ms = res.hist.QuantileMs(0.50)
+		res.P99Ms = res.hist.QuantileMs(0.99)
+		res.P999Ms = res.hist.QuantileMs(0.999)
+		res.MaxMs = float64(res.hist.Max()) / float64(time.Millisecond)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
+
+// connect dials this process's users at its share of ConnectRate from a
+// bounded pool of dialling goroutines, and returns once every user has
+// logged in or failed, or ConnectTimeout has passed.
+func (r *runner) connect(ctx context.Context) {
+	cfg := r.cfg
+	n := cfg.Hi - cfg.Lo
+	r.clients = make([]*client, n)
+	for i := range r.clients {
+		idx := cfg.Lo + i
+		dst, _ := cfg.route(idx)
+		r.clients[i] = &client{r: r, idx: idx, user: cfg.UserName(idx), ws: cfg.Proto == "ws", addr: dst}
+	}
+	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
+	defer cancel()
+
+	jobs := make(chan *client, 1024)
+	var wg sync.WaitGroup
+	for range min(n, 256) {
+		wg.Go(func() {
+			for c := range jobs {
+				r.dialOne(ctx, c)
+			}
+		})
+	}
+	rate := cfg.share(float64(cfg.ConnectRate))
+	if rate < 1 {
+		rate = 1
+	}
+	start := time.Now()
+feed:
+	for i, c := range r.clients {
+		if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+			sleepCtx(ctx, d)
+		}
+		if r.loginRefused.Load() {
+			break
+		}
+		select {
+		case jobs <- c:
+		case <-ctx.Done():
+			break feed
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	for r.established.Load()+r.failed.Load() < int64(n) && !r.loginRefused.Load() {
+		select {
+		case <-ctx.Done():
+			// Whoever is still pending when time is up counts as failed.
+			for _, c := range r.clients {
+				if !c.settled.Load() {
+					r.settleFailed(c, "connect timeout", "")
+				}
+			}
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (r *runner) dialOne(ctx context.Context, c *client) {
+	if ctx.Err() != nil {
+		return // settled as a timeout by connect
+	}
+	dst, src := r.cfg.route(c.idx)
+	conn, err := dialConn(ctx, src, dst, r.cfg.ConnectTimeout)
+	if err != nil {
+		r.settleFailed(c, "dial", fmt.Sprintf("%s: %v", dst, err))
+		return
+	}
+	c.conn = conn
+	_ = conn.SetWriteTimeout(10 * time.Second)
+	_ = conn.AddCloseCallback(c.onClose)
+	_ = conn.SetOnRequest(c.onRequest)
+	if err := c.start(r.cfg.Password); err != nil {
+		r.settleFailed(c, "dial", fmt.Sprintf("%s: %v", dst, err))
+		_ = conn.Close()
+	}
+}
+
+func (r *runner) closeAll() {
+	r.closing.Store(true)
+	for _, c := range r.clients {
+		if c.conn != nil {
+			_ = c.conn.Close()
+		}
+	}
+}
+
+// heartbeatLoop sends each connection a heartbeat once per Heartbeat
+// interval, spread evenly so the server never sees a synchronised burst.
+func (r *runner) heartbeatLoop(ctx context.Context) {
+	const step = 100 * time.Millisecond
+	n := len(r.clients)
+	per := int(math.Ceil(float64(n) * float64(step) / float64(r.cfg.Heartbeat)))
+	body := []byte(`{"cmd":13,"hbbyte":"-127"}`)
+	var scratch []byte
+	next := 0
+	t := time.NewTicker(step)
+	defer t.Stop()
+	// The first round starts one interval in: login counts as activity.
+	skip := int(r.cfg.Heartbeat / step)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if skip > 0 {
+			skip--
+			continue
+		}
+		for range per {
+			c := r.clients[next]
+			next = (next + 1) % n
+			if c.state.Load() == stReady && !c.dead.Load() {
+				_ = c.send(&scratch, cmdHeartbeat, body)
+			}
+		}
+	}
+}
+
+// groupSender is a publishing member and the size of its group (the
+// expected deliveries per message, sender included).
+type groupSenderStat struct {
+	sent    atomic.Int64
+	members int
+}
+
+// sender is one message source: a client and the fixed JSON around the
+// timestamp it sends.
+type sender struct {
+	c      *client
+	prefix []byte
+	stat   *groupSenderStat
+}
+
+// startSenders spreads the senders over one goroutine per CPU, each pacing
+// its slice at its share of the rate, so a single writer never becomes the
+// bottleneck at high rates.
+func (r *runner) startSenders(ctx context.Context, wg *sync.WaitGroup) {
+	cfg := r.cfg
+	var ss []sender
+	for _, c := range r.clients {
+		if c.state.Load() != stReady {
+			continue
+		}
+		switch cfg.Scenario {
+		case ScenarioChat:
+			if c.idx%2 == 1 || c.idx+1 >= cfg.Hi {
+				continue
+			}
+			ss = append(ss, sender{c: c, prefix: []byte(`{"cmd":11,"to":"` + cfg.UserName(c.idx+1) + `","chatType":2,"msgType":0,"content":"t=`)})
+		case ScenarioGroup:
+			if c.idx%cfg.GroupSize != 0 {
+				continue
+			}
+			g := c.idx / cfg.GroupSize
+			members := 0
+			for i := g * cfg.GroupSize; i < min((g+1)*cfg.GroupSize, cfg.Hi); i++ {
+				if i >= cfg.Lo && r.clients[i-cfg.Lo].state.Load() == stReady {
+					members++
+				}
+			}
+			st := &groupSenderStat{members: members}
+			r.groupSent = append(r.groupSent, st)
+			ss = append(ss, sender{c: c, stat: st, prefix: []byte(`{"cmd":11,"groupId":"` + cfg.groupName(c.idx) + `","chatType":1,"msgType":0,"content":"t=`)})
+		}
+	}
+	if len(ss) == 0 {
+		r.fail("no senders connected", nil)
+		return
+	}
+	k := min(runtime.GOMAXPROCS(0), len(ss))
+	rate := cfg.share(cfg.Rate) / float64(k)
+	for w := range k {
+		var mine []sender
+		for i := w; i < len(ss); i += k {
+			mine = append(mine, ss[i])
+		}
+		wg.Go(func() { r.sendLoop(ctx, mine, rate) })
+	}
+}
+
+func (r *runner) sendLoop(ctx context.Context, ss []sender, rate float64) {
+	var body, frame []byte
+	next := 0
+	pace(ctx, rate, func() {
+		s := ss[next]
+		next = (next + 1) % len(ss)
+		if s.c.dead.Load() {
+			return
+		}
+		now := time.Now().UnixNano()
+		body = append(strconv.AppendInt(append(body[:0], s.prefix...), now, 10), '"', '}')
+		if err := s.c.send(&frame, cmdChat, body); err != nil {
+			r.fail("send", err)
+			return
+		}
+		if now >= r.measureStart.Load() {
+			r.sent.Add(1)
+			if s.stat != nil {
+				s.stat.sent.Add(1)
+			}
+		}
+	})
+}
+
+// pace calls fn rate times per second until ctx ends. It catches up after a
+// stall, but by at most one second's worth, so a long pause does not turn
+// into a burst the server never sees in real traffic.
+func pace(ctx context.Context, rate float64, fn func()) {
+	start := time.Now()
+	var done float64
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		due := rate * time.Since(start).Seconds()
+		if due-done > rate {
+			done = due - rate
+		}
+		for done+1 <= due {
+			if ctx.Err() != nil {
+				return
+			}
+			fn()
+			done++
+		}
+	}
+}
+
+// drain waits, up to two seconds, for replies to messages already sent:
+// until every send is answered and deliveries stop changing.
+func (r *runner) drain(ctx context.Context) {
+	if r.cfg.Scenario == ScenarioIdle {
+		return
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	last, stable := int64(-1), 0
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		d := r.delivered.Load()
+		answered := r.acked.Load()+r.offline.Load() >= r.sent.Load()
+		if d == last && (answered || r.cfg.Scenario == ScenarioPush) {
+			stable++
+			if stable >= 3 {
+				return
+			}
+		} else {
+			stable = 0
+		}
+		last = d
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// startProgress reports progress about every 200 ms until the returned
+// function is called.
+func (r *runner) startProgress() func() {
+	cfg := r.cfg
+	if cfg.Progress == nil && cfg.onProgress == nil {
+		return func() {}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		t := time.NewTicker(200 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			p := r.progress()
+			if cfg.onProgress != nil {
+				cfg.onProgress(p)
+			}
+			if cfg.Progress != nil {
+				printProgress(cfg.Progress, p, r.runStart, cfg)
+			}
+		}
+	})
+	return func() {
+		close(done)
+		wg.Wait()
+		if cfg.Progress != nil {
+			fmt.Fprint(cfg.Progress, "\r\033[K")
+		}
+	}
+}
+
+func printProgress(w io.Writer, p Progress, runStart time.Time, cfg *Config) {
+	switch p.Phase {
+	case "connect":
+		pct := 0
+		if p.Target > 0 {
+			pct = int(100 * (p.Established + p.Failed) / int64(p.Target))
+		}
+		bar := strings.Repeat("#", pct/5) + strings.Repeat(".", 20-pct/5)
+		fmt.Fprintf(w, "\r\033[Kconnecting [%s] %d/%d logged in, %d failed", bar, p.Established, p.Target, p.Failed)
+	default:
+		el := time.Duration(0)
+		if !runStart.IsZero() {
+			el = time.Since(runStart).Truncate(time.Second)
+		}
+		fmt.Fprintf(w, "\r\033[K%s %v/%v conns=%d sent=%d delivered=%d errors=%d",
+			p.Phase, el, cfg.Warmup+cfg.Duration, p.Established, p.Sent, p.Delivered, p.Errors)
+	}
+}
+
+// sortedKinds lists error kinds in a stable order for the table.
+func sortedKinds(m map[string]int64) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}

@@ -1,0 +1,170 @@
+package gateway_test
+
+import (
+	"context"
+	"net"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jim/codec"
+	"jim/dispatch"
+	"jim/gateway"
+)
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum
+}
+
+// A client that stops reading is disconnected once what is queued for it
+// passes the outbound cap, and the others keep chatting.
+func TestSlowConsumerIsDisconnected(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxOutbound = 256 << 10
+		o.Registry = reg
+	})
+	// A tiny receive window, so the kernel cannot soak up the flood.
+	d := net.Dialer{Control: func(_, _ string, rc syscall.RawConn) error {
+		return rc.Control(func(fd uintptr) {
+			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
+		})
+	}}
+	raw, err := d.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	raw.Write(codec.AppendTCP(nil, codec.CmdLoginReq, 0, false, []byte(`{"cmd":5,"userId":"slow"}`)))
+	// Let the login land before the flood starts; the reply is left unread.
+	deadline := time.Now().Add(5 * time.Second)
+	for !ts.d.Online("slow") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+
+	sender := dialTCP(t, ts.addr)
+	sender.login("sender")
+	content := strings.Repeat("x", 60<<10)
+	body := `{"cmd":11,"to":"slow","chatType":2,"content":"` + content + `"}`
+	for i := 0; i < 300 && counterValue(t, reg, "jim_slow_consumer_disconnects_total") == 0; i++ {
+		sender.send(codec.CmdChatReq, body)
+		sender.expect(codec.CmdChatResp)
+	}
+	if v := counterValue(t, reg, "jim_slow_consumer_disconnects_total"); v != 1 {
+		t.Fatalf("slow consumer disconnects = %v", v)
+	}
+	deadline = time.Now().Add(5 * time.Second)
+	for ts.d.Online("slow") && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if ts.d.Online("slow") {
+		t.Fatal("slow consumer still online")
+	}
+	sender.send(codec.CmdHeartbeatReq, `{}`)
+	sender.expect(codec.CmdHeartbeatReq)
+}
+
+func TestWebSocketControlFrames(t *testing.T) {
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) { o.MaxWSMessage = 1024 })
+	w := dialWS(t, ts.addr, "username=pinger")
+	w.expect(6)
+
+	// coder/websocket answers our pong to its ping.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	go func() { _, _, _ = w.c.Read(ctx) }() // the reader drives ping handling
+	if err := w.c.Ping(ctx); err != nil {
+		t.Fatalf("ping: %v", err)
+	}
+
+	// Invalid JSON gets J-IM's unknown-command reply, not a disconnect.
+	big := dialWS(t, ts.addr, "username=big")
+	big.expect(6)
+	big.send("not json")
+	if m := big.expect(0); code(m) != 10017 {
+		t.Fatalf("invalid JSON reply %v", m)
+	}
+	// Over the message limit: closed with 1009.
+	if err := big.c.Write(ctx, websocket.MessageText, []byte(strings.Repeat("a", 2048))); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := big.c.Read(ctx)
+	if websocket.CloseStatus(err) != websocket.StatusMessageTooBig {
+		t.Fatalf("oversize message: %v", err)
+	}
+
+	// A normal close handshake.
+	c := dialWS(t, ts.addr, "username=closer")
+	c.expect(6)
+	if err := c.c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
+		t.Fatalf("close handshake: %v", err)
+	}
+}
+
+func TestGarbageAndTLSFirstBytes(t *testing.T) {
+	ts := startServer(t, nil)
+	for _, first := range [][]byte{
+		{0x16, 0x03, 0x01, 0x00, 0x05}, // a TLS record before TLS is configured
+		[]byte("GEX / HTTP/1.1\r\n"),   // looks like a method, is not
+		{0xff},
+	} {
+		c := dialTCP(t, ts.addr)
+		// Sent a byte at a time: the sniffer must not decide early.
+		for _, b := range first {
+			c.c.Write([]byte{b})
+			time.Sleep(time.Millisecond)
+		}
+		if !c.closedByServer() {
+			t.Fatalf("first bytes %q: connection not closed", first)
+		}
+	}
+	// An HTTP request split in the middle of its method still works.
+	c := dialTCP(t, ts.addr)
+	c.c.Write([]byte("GE"))
+	time.Sleep(20 * time.Millisecond)
+	c.c.Write([]byte("T /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 4096)
+	n, _ := c.br.Read(buf)
+	if !strings.HasPrefix(string(buf[:n]), "HTTP/1.1 200") {
+		t.Fatalf("split request got %q", buf[:n])
+	}
+}
+
+func TestStopDrains(t *testing.T) {
+	ts := startServer(t, nil)
+	c := dialTCP(t, ts.addr)
+	c.login("leaver")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := ts.srv.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !c.closedByServer() {
+		t.Fatal("client not disconnected by Stop")
+	}
+	if d := time.Since(start); d > 6*time.Second {
+		t.Fatalf("stop took %v", d)
+	}
+	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
+		t.Fatal("still accepting after Stop")
+	}
+}
