@@ -52,6 +52,8 @@ type conn struct {
 	state  connState
 	proto  atomic.Uint32 // codec.Proto, read by dispatch from worker goroutines
 	ws     *codec.WSDecoder
+	lim    *connLimits // nil unless rate limits are configured
+	ipSlot bool        // counted in the per-IP table
 
 	// httpBusy stops request parsing while an asynchronous API reply is
 	// pending, so pipelined requests are answered in order.

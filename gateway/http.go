@@ -73,7 +73,7 @@ func (s *Server) route(c *conn, req *codec.Request) {
 	p := req.Path
 	switch {
 	case p == "/healthz":
-		if s.stopped.Load() {
+		if s.stopped.Load() || s.draining.Load() {
 			s.reply(c, req, "healthz", 503, jsonType, []byte(`{"status":"draining"}`))
 			return
 		}
@@ -176,6 +176,11 @@ func (s *Server) serveStatic(c *conn, req *codec.Request) {
 // Query parameters username/password/token log the user in, which the J-IM
 // web page relies on (it never sends a login command itself).
 func (s *Server) upgrade(c *conn, req *codec.Request) {
+	if s.draining.Load() {
+		req.KeepAlive = false
+		s.reply(c, req, "ws", 503, "text/plain; charset=utf-8", []byte("draining\n"), "Retry-After", "1")
+		return
+	}
 	if !codec.ValidWSKey(req.WSKey) {
 		s.reply(c, req, "ws", 400, "text/plain; charset=utf-8", []byte("bad Sec-WebSocket-Key\n"))
 		return

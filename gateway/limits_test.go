@@ -1,8 +1,11 @@
 package gateway_test
 
 import (
+	"bufio"
 	"context"
+	"fmt"
 	"net"
+	"net/http"
 	"strings"
 	"syscall"
 	"testing"
@@ -166,5 +169,112 @@ func TestStopDrains(t *testing.T) {
 	}
 	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
 		t.Fatal("still accepting after Stop")
+	}
+}
+
+func TestConnectionLimits(t *testing.T) {
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxConnsPerIP = 3
+		o.MaxConns = 5
+	})
+	var cs []*tcpClient
+	for i := 0; i < 3; i++ {
+		c := dialTCP(t, ts.addr)
+		c.login(fmt.Sprintf("ip%d", i))
+		cs = append(cs, c)
+	}
+	fourth := dialTCP(t, ts.addr)
+	if !fourth.closedByServer() {
+		t.Fatal("fourth connection from one address accepted")
+	}
+	// Another loopback address has its own quota, under the total cap.
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
+	other, err := d.Dial("tcp", ts.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	oc := &tcpClient{t: t, c: other, br: bufio.NewReader(other)}
+	oc.login("elsewhere")
+}
+
+func TestMessageRateLimit(t *testing.T) {
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MsgRate = 5
+		o.MsgBurst = 5
+	})
+	c := dialTCP(t, ts.addr)
+	c.login("chatty") // one token
+	var b []byte
+	for i := 0; i < 8; i++ {
+		b = codec.AppendTCP(b, codec.CmdHeartbeatReq, 0, false, []byte(`{}`))
+	}
+	c.c.Write(b)
+	limited := 0
+	for i := 0; i < 8; i++ {
+		_, m := c.read()
+		if code(m) == int(codec.StatusRateLimited) {
+			limited++
+		}
+	}
+	if limited < 3 || limited > 5 {
+		t.Fatalf("%d of 8 heartbeats refused, want 4 (burst 5, login took one)", limited)
+	}
+	// Flooding far past the burst disconnects.
+	b = b[:0]
+	for i := 0; i < 50; i++ {
+		b = codec.AppendTCP(b, codec.CmdHeartbeatReq, 0, false, []byte(`{}`))
+	}
+	c.c.Write(b)
+	if !c.closedByServer() {
+		t.Fatal("flooding connection not closed")
+	}
+}
+
+func TestPreAuthBodyLimit(t *testing.T) {
+	ts := startServer(t, nil)
+	c := dialTCP(t, ts.addr)
+	c.send(codec.CmdLoginReq, `{"cmd":5,"userId":"`+strings.Repeat("x", 20<<10)+`"}`)
+	if !c.closedByServer() {
+		t.Fatal("20 KiB frame before login accepted")
+	}
+}
+
+func TestLameDuck(t *testing.T) {
+	ts := startServer(t, nil)
+	var cs []*tcpClient
+	for i := 0; i < 10; i++ {
+		c := dialTCP(t, ts.addr)
+		c.login(fmt.Sprintf("duck%d", i))
+		cs = append(cs, c)
+	}
+	start := time.Now()
+	ts.srv.LameDuck(time.Second)
+	resp, err := http.Get("http://" + ts.addr + "/healthz")
+	if err != nil {
+		t.Fatalf("healthz while draining: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 {
+		t.Fatalf("healthz while draining: %d", resp.StatusCode)
+	}
+	late := dialTCP(t, ts.addr)
+	late.send(codec.CmdHeartbeatReq, `{}`)
+	if !late.closedByServer() {
+		t.Fatal("new TCP client accepted while draining")
+	}
+	var first, last time.Duration
+	for i, c := range cs {
+		if !c.closedByServer() {
+			t.Fatalf("client %d not shed", i)
+		}
+		d := time.Since(start)
+		if i == 0 {
+			first = d
+		}
+		last = d
+	}
+	if last-first < 300*time.Millisecond {
+		t.Fatalf("disconnects not spread out: first %v, last %v", first, last)
 	}
 }

@@ -13,6 +13,7 @@ type metrics struct {
 	bytesIn       prometheus.Counter
 	bytesOut      prometheus.Counter
 	httpRequests  *prometheus.CounterVec
+	rateLimited   *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -41,8 +42,11 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		httpRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jim_http_requests_total", Help: "HTTP requests by route class and status.",
 		}, []string{"route", "code"}),
+		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_rate_limited_total", Help: "Inbound messages refused, or connections dropped, for exceeding a rate (kind msg or bytes).",
+		}, []string{"kind"}),
 	}
 	r.MustRegister(m.connections, m.accepted, m.disconnects, m.decodeErrors,
-		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests)
+		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests, m.rateLimited)
 	return m
 }

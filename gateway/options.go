@@ -58,6 +58,32 @@ type Options struct {
 	// Logger receives connection-level logs. Nil means slog.Default().
 	Logger *slog.Logger
 
+	// MaxConns caps open connections in total; new ones beyond it are closed
+	// at accept. Zero means no cap but the file limit.
+	MaxConns int
+
+	// MaxConnsPerIP caps open connections from one source address. Zero
+	// means no cap. Load generators on loopback need it off or high.
+	MaxConnsPerIP int
+
+	// MaxPreAuthBody is the largest frame or message accepted before login:
+	// a login fits in a few hundred bytes, so an unauthenticated peer cannot
+	// make the server buffer a megabyte. Zero means 16 KiB.
+	MaxPreAuthBody int
+
+	// MsgRate and MsgBurst are a per-connection token bucket on inbound
+	// messages. A message over the rate is refused with status 10104; a
+	// connection refused MsgBurst times in a row is disconnected. Zero
+	// MsgRate means no limit; zero MsgBurst means 2 s worth of MsgRate.
+	MsgRate  float64
+	MsgBurst int
+
+	// ByteRate and ByteBurst bound inbound bytes per connection; a peer
+	// more than ByteBurst over the rate is disconnected. Zero ByteRate means
+	// no limit; zero ByteBurst means 2 s worth of ByteRate.
+	ByteRate  float64
+	ByteBurst int
+
 	// ShutdownGrace bounds how long Stop waits for queued writes to drain.
 	// Zero means 5 s.
 	ShutdownGrace time.Duration
@@ -93,6 +119,15 @@ func (o *Options) setDefaults() {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
+	}
+	if o.MaxPreAuthBody == 0 {
+		o.MaxPreAuthBody = 16 << 10
+	}
+	if o.MsgRate > 0 && o.MsgBurst == 0 {
+		o.MsgBurst = int(2*o.MsgRate) + 1
+	}
+	if o.ByteRate > 0 && o.ByteBurst == 0 {
+		o.ByteBurst = int(2*o.ByteRate) + 1
 	}
 	if o.ShutdownGrace == 0 {
 		o.ShutdownGrace = 5 * time.Second

@@ -56,9 +56,10 @@ type Server struct {
 	hbSeconds int64 // idle timeout in wheel seconds; 0 disables
 	auSeconds int64 // login timeout in wheel seconds; 0 disables
 
-	open   sync.Map // id -> *conn, to close everything on shutdown
-	nOpen  atomic.Int64
-	health atomic.Value // string: "ok" or "draining"
+	open     sync.Map // id -> *conn, to close everything on shutdown
+	nOpen    atomic.Int64
+	perIP    ipCounter
+	draining atomic.Bool // lame duck: refuse new connections, shed old ones
 }
 
 // New builds a server; Serve starts it.
@@ -71,7 +72,6 @@ func New(o Options, h Handler) *Server {
 		started: make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loopState),
 	}
-	s.health.Store("ok")
 	if o.HeartbeatTimeout > 0 {
 		s.hbSeconds = int64((o.HeartbeatTimeout + time.Second - 1) / time.Second)
 	}
@@ -125,7 +125,7 @@ func (s *Server) Stop(ctx context.Context) error {
 	if !s.stopped.CompareAndSwap(false, true) {
 		return nil
 	}
-	s.health.Store("draining")
+	s.draining.Store(true)
 	select {
 	case <-s.started:
 	default:
@@ -157,18 +157,32 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnOpen implements gnet.EventHandler.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	if s.stopped.Load() {
-		return nil, gnet.Close
-	}
 	c := &conn{gc: gc, srv: s, id: s.nextID.Add(1), remote: gc.RemoteAddr(), loop: s.loopFor(gc.EventLoop())}
 	now := s.wheel.now.Load()
 	c.opened = now
 	c.lastActive.Store(now)
 	gc.SetContext(c)
 	s.open.Store(c.id, c)
-	s.nOpen.Add(1)
+	n := s.nOpen.Add(1)
 	s.metrics.accepted.Inc()
 	s.metrics.connections.WithLabelValues("unknown").Inc()
+	// Refusals still went through the bookkeeping above, so OnClose undoes
+	// it the same way for every connection.
+	switch {
+	case s.stopped.Load():
+		c.setReason(reasonShutdown)
+		return nil, gnet.Close
+	case s.opts.MaxConns > 0 && n > int64(s.opts.MaxConns):
+		c.setReason(reasonMaxConns)
+		return nil, gnet.Close
+	}
+	if s.opts.MaxConnsPerIP > 0 {
+		if !s.perIP.inc(addrOf(c.remote), s.opts.MaxConnsPerIP) {
+			c.setReason(reasonMaxConnsIP)
+			return nil, gnet.Close
+		}
+		c.ipSlot = true
+	}
 	if d := s.firstDeadline(c); d > 0 {
 		s.wheel.add(c, d)
 	}
@@ -191,6 +205,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	s.open.Delete(c.id)
 	s.nOpen.Add(-1)
+	if c.ipSlot {
+		s.perIP.dec(addrOf(c.remote))
+	}
 	s.metrics.disconnects.WithLabelValues(reason).Inc()
 	s.metrics.connections.WithLabelValues(protoLabel(c)).Dec()
 	if c.state == stateTCP || c.state == stateWS {
@@ -218,6 +235,10 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	c.lastActive.Store(s.wheel.now.Load())
+	if !s.allowBytes(c, len(buf)) {
+		c.setReason(reasonByteRate)
+		return gnet.Close
+	}
 	consumed, keep := s.process(c, buf)
 	if consumed > 0 {
 		s.metrics.bytesIn.Add(float64(consumed))
@@ -275,6 +296,12 @@ func (s *Server) sniff(c *conn, b []byte) (int, bool) {
 	}
 	switch p {
 	case codec.ProtoTCP:
+		if s.draining.Load() {
+			// Lame duck: chat clients go elsewhere; HTTP still gets in,
+			// so load balancers can read /healthz say "draining".
+			c.setReason(reasonLameDuck)
+			return 0, false
+		}
 		s.setProto(c, stateTCP, codec.ProtoTCP)
 	case codec.ProtoHTTP:
 		s.setProto(c, stateHTTP, codec.ProtoHTTP)
@@ -294,11 +321,16 @@ func (s *Server) sniff(c *conn, b []byte) (int, bool) {
 func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 	off := 0
 	for {
-		f, n, err := codec.DecodeTCP(b[off:], s.opts.MaxTCPBody)
+		limit, preAuth := s.bodyLimit(c, s.opts.MaxTCPBody)
+		f, n, err := codec.DecodeTCP(b[off:], limit)
 		if err != nil {
 			s.metrics.decodeErrors.WithLabelValues("tcp").Inc()
 			if errors.Is(err, codec.ErrBodyTooLarge) {
-				c.setReason(reasonTooLarge)
+				if preAuth {
+					c.setReason(reasonPreAuthSize)
+				} else {
+					c.setReason(reasonTooLarge)
+				}
 			} else {
 				c.setReason(reasonDecode)
 			}
@@ -308,6 +340,15 @@ func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 			return off, true
 		}
 		off += n
+		if ok, kick := s.allowMsg(c); !ok {
+			if kick {
+				c.setReason(reasonMsgRate)
+				return off, false
+			}
+			rc := replyCmd(f.Cmd)
+			c.sendRaw(codec.AppendTCP(nil, rc, f.Seq, f.HasSeq, codec.StatusResp(rc, codec.StatusRateLimited)))
+			continue
+		}
 		s.h.Handle(c, dispatch.Packet{Cmd: f.Cmd, Seq: f.Seq, HasSeq: f.HasSeq, Body: f.Body})
 		if c.isClosed() {
 			return off, true
@@ -318,6 +359,7 @@ func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 	off := 0
 	for {
+		c.ws.MaxMessage, _ = s.bodyLimit(c, s.opts.MaxWSMessage)
 		msg, ok, n, err := c.ws.Decode(b[off:])
 		if err != nil {
 			s.metrics.decodeErrors.WithLabelValues("ws").Inc()
@@ -341,6 +383,16 @@ func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 		if ok {
 			switch msg.Op {
 			case codec.WSText, codec.WSBinary:
+				if ok, kick := s.allowMsg(c); !ok {
+					if kick {
+						c.setReason(reasonMsgRate)
+						return off, false
+					}
+					cmd, _ := codec.PeekCmd(msg.Payload)
+					rc := replyCmd(cmd)
+					c.sendRaw(codec.AppendWSFrame(nil, codec.WSText, codec.StatusResp(rc, codec.StatusRateLimited)))
+					continue
+				}
 				s.h.HandleWS(c, msg.Payload)
 			case codec.WSPing:
 				c.sendRaw(codec.AppendWSFrame(nil, codec.WSPong, msg.Payload))
@@ -358,6 +410,15 @@ func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 			return off, true
 		}
 	}
+}
+
+// bodyLimit is the largest frame body c may send now: small until it has
+// logged in.
+func (s *Server) bodyLimit(c *conn, loggedIn int) (limit int, preAuth bool) {
+	if c.UserID() == "" && s.opts.MaxPreAuthBody < loggedIn {
+		return s.opts.MaxPreAuthBody, true
+	}
+	return loggedIn, false
 }
 
 // wsReason is the close reason text: the decoder's, without our prefix.
