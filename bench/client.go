@@ -183,7 +183,7 @@ func (c *client) handle(cmd int, body []byte) {
 		}
 		code, _ := jsonInt(body, `"code":`)
 		if code != statusLoginOK {
-			r.loginFailed(c, fmt.Sprintf("login refused for user %s: %s", c.user, truncate(body, 120)))
+			r.loginFailed(c, fmt.Sprintf("user %s got %s", c.user, truncate(body, 120)))
 			return
 		}
 		c.state.Store(stReady)
