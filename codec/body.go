@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/bytedance/sonic"
+	"github.com/bytedance/sonic/encoder"
 )
 
 // jsonAPI is the sonic configuration every body goes through. ValidateString
@@ -311,12 +312,12 @@ func HTTPStatusResp(s Status) []byte {
 // AppendChatForward appends the cmd-11 wrapper receivers get,
 // {"command":11,"data":<chat>}, encoding the chat body once.
 func AppendChatForward(dst []byte, c *ChatBody) ([]byte, error) {
-	b, err := jsonAPI.Marshal(c)
-	if err != nil {
-		return dst, err
-	}
+	n := len(dst)
 	dst = append(dst, `{"command":11,"data":`...)
-	dst = append(dst, b...)
+	// Encoding straight into dst saves the intermediate copy Marshal makes.
+	if err := encoder.EncodeInto(&dst, c, encoder.ValidateString); err != nil {
+		return dst[:n], err
+	}
 	return append(dst, '}'), nil
 }
 
