@@ -237,6 +237,8 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 		Content: cb.Content, CreateTime: int64(cb.CreateTime), Extras: cb.Extras, ClientID: clientID}
 	var conns []Conn
 	var offline []string
+	var online []string // recipients with connections at check time
+	var firstConn []int // index in conns of each online recipient's first
 	switch cb.ChatType {
 	case codec.ChatTypePrivate:
 		if cb.To == "" {
@@ -247,6 +249,8 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 		conns = d.hub.conns(cb.To)
 		if len(conns) == 0 {
 			offline = []string{cb.To}
+		} else {
+			online, firstConn = []string{cb.To}, []int{0}
 		}
 	case codec.ChatTypeGroup:
 		gid := cb.GroupID
@@ -265,6 +269,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 		msg.GroupID, msg.Conv = gid, storage.GroupConv(gid)
 		for _, m := range members {
 			if cs := d.hub.conns(m); len(cs) > 0 {
+				online, firstConn = append(online, m), append(firstConn, len(conns))
 				conns = append(conns, cs...)
 			} else {
 				offline = append(offline, m)
@@ -293,13 +298,46 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
 	}
 	start := time.Now()
-	n := d.sendAll(conns, codec.NewOutbound(codec.CmdChatReq, fwd))
+	n, missed := d.deliver(conns, online, firstConn, codec.NewOutbound(codec.CmdChatReq, fwd))
 	d.m.fanout.Observe(time.Since(start).Seconds())
 	d.m.deliveries.Add(float64(n))
+	for _, u := range missed {
+		// Online at the check, gone at the send: queue it as if the user
+		// had been offline, so the message is not lost to them.
+		if err := d.store.QueueOffline(d.ctx, u, []*storage.Message{msg}); err != nil {
+			d.log.Warn("dispatch: queueing missed delivery", "user", u, "err", err)
+		}
+	}
 	if cb.ChatType == codec.ChatTypePrivate && n == 0 {
 		return d.chatResp(codec.StatusOffline, ackData)
 	}
 	return d.chatResp(codec.StatusOK, ackData)
+}
+
+// deliver sends o to conns, where the connections of users[i] are
+// conns[first[i]:first[i+1]]. It returns how many connections accepted it
+// and the users none of whose connections did.
+func (d *Dispatcher) deliver(conns []Conn, users []string, first []int, o *codec.Outbound) (int, []string) {
+	n := 0
+	var missed []string
+	for i, u := range users {
+		end := len(conns)
+		if i+1 < len(first) {
+			end = first[i+1]
+		}
+		got := 0
+		for _, c := range conns[first[i]:end] {
+			if c.Send(o) {
+				got++
+			}
+		}
+		if got == 0 {
+			missed = append(missed, u)
+		}
+		n += got
+	}
+	d.m.out.Add(float64(n))
+	return n, missed
 }
 
 func (d *Dispatcher) chatResp(s codec.Status, ack *codec.ChatAck) []byte {

@@ -39,10 +39,18 @@ type groupShard struct {
 
 // session is one online user. conns is copy-on-write: writers replace the
 // slice, so a reader may keep the slice it loaded after dropping the lock.
+// It is kept lean because there is one per online user: user is nil when the
+// login gave nothing but the id, and groups is nil until the first group.
 type session struct {
 	conns  []Conn
-	user   *codec.User         // profile from the last login; read-only once stored
+	user   *codec.User         // profile from the last login, if it had more than the id; read-only once stored
 	groups map[string]struct{} // groups this user is in the online table of
+}
+
+// hasProfile reports whether u carries anything beyond what profile can
+// rebuild from the id and the connection.
+func hasProfile(u *codec.User) bool {
+	return u.Nick != "" || u.Avatar != "" || u.Sign != "" || len(u.Friends) > 0
 }
 
 func newHub() *hub {
@@ -72,10 +80,13 @@ func (h *hub) bind(c Conn, u *codec.User) bool {
 	defer sh.mu.Unlock()
 	s := sh.m[u.UserID]
 	if s == nil {
-		s = &session{groups: make(map[string]struct{})}
+		s = &session{}
 		sh.m[u.UserID] = s
 	}
-	s.user = u
+	s.user = nil
+	if hasProfile(u) {
+		s.user = u
+	}
 	for _, x := range s.conns {
 		if x == c {
 			return false
@@ -142,10 +153,18 @@ func (h *hub) profile(uid string) (*codec.User, []Conn) {
 	sh := &h.sessions[shard(uid)]
 	sh.mu.RLock()
 	defer sh.mu.RUnlock()
-	if s := sh.m[uid]; s != nil {
+	s := sh.m[uid]
+	if s == nil {
+		return nil, nil
+	}
+	if s.user != nil {
 		return s.user, s.conns
 	}
-	return nil, nil
+	u := &codec.User{UserID: uid, Status: "online"}
+	if len(s.conns) > 0 {
+		u.Terminal = s.conns[len(s.conns)-1].Protocol()
+	}
+	return u, s.conns
 }
 
 // joinOnline puts uid into gid's online set if uid is online; it reports
@@ -157,6 +176,9 @@ func (h *hub) joinOnline(uid, gid string) bool {
 	s := sh.m[uid]
 	if s == nil {
 		return false
+	}
+	if s.groups == nil {
+		s.groups = make(map[string]struct{}, 1)
 	}
 	s.groups[gid] = struct{}{}
 	gs := &h.groups[shard(gid)]

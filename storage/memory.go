@@ -195,6 +195,33 @@ func (m *Memory) Offline(_ context.Context, user string, f OfflineFilter) ([]*Me
 	return out, nil
 }
 
+// QueueOffline implements Store.
+func (m *Memory) QueueOffline(_ context.Context, user string, msgs []*Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return ErrClosed
+	}
+	q := m.offline[user]
+	for _, msg := range msgs {
+		dup := false
+		for _, x := range q {
+			if x.ID == msg.ID {
+				dup = true
+				break
+			}
+		}
+		if !dup {
+			q = appendCapped(q, msg.Clone(), MemoryOfflineCap)
+		}
+	}
+	m.offline[user] = q
+	return nil
+}
+
 // AckOffline implements Store.
 func (m *Memory) AckOffline(_ context.Context, user string, msgs []*Message) error {
 	if len(msgs) == 0 {

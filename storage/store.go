@@ -138,6 +138,12 @@ type Store interface {
 	// They stay queued until AckOffline.
 	Offline(ctx context.Context, user string, f OfflineFilter) ([]*Message, error)
 
+	// QueueOffline adds messages that Append already stored to user's
+	// offline queue, for a recipient found online whose connections all
+	// refused the delivery (they closed between the check and the send).
+	// A message already queued for user is not queued twice.
+	QueueOffline(ctx context.Context, user string, msgs []*Message) error
+
 	// AckOffline removes msgs (by ID) from user's offline queue; callers call
 	// it once the messages were handed to the user's connection.
 	AckOffline(ctx context.Context, user string, msgs []*Message) error

@@ -19,6 +19,7 @@ import (
 
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/storage"
 	"jim/web"
 )
 
@@ -46,6 +47,10 @@ func run(args []string) error {
 		wsStrict   = fs.Bool("ws-require-mask", false, "refuse unmasked WebSocket client frames (RFC 6455); J-IM accepts them")
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		drainGrace = fs.Duration("shutdown-grace", 5*time.Second, "how long SIGTERM waits for queued writes before closing")
+		dataDir    = fs.String("data", "./data", "data directory of the embedded (Badger) store")
+		storeKind  = fs.String("store", "badger", "message store: badger (durable, under -data) or memory (lost on exit)")
+		retAge     = fs.Duration("retention-age", 0, "delete messages older than this (0 keeps them forever)")
+		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all)")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,7 +71,35 @@ func run(args []string) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
+	var store storage.Store
+	switch *storeKind {
+	case "badger":
+		b, err := storage.OpenBadger(*dataDir, storage.BadgerOptions{
+			RetentionAge:         *retAge,
+			RetentionMaxMessages: *retMax,
+			Logger:               log,
+		})
+		if err != nil {
+			return err
+		}
+		store = b
+		log.Info("store opened", "kind", "badger", "dir", *dataDir)
+	case "memory":
+		store = storage.NewMemory()
+		log.Warn("in-memory store: messages are lost when jimd exits")
+	default:
+		return fmt.Errorf("bad -store %q (badger or memory)", *storeKind)
+	}
+	// Closed last: after the gateway stopped and the dispatcher finished
+	// the work it had accepted.
+	defer func() {
+		if err := store.Close(); err != nil {
+			log.Warn("closing store", "err", err)
+		}
+	}()
+
 	dopts := dispatch.Options{
+		Store:      store,
 		Workers:    *workers,
 		Registerer: reg,
 		Logger:     log,

@@ -1,0 +1,864 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// FormatVersion is the on-disk format of the Badger store. It is written to
+// FormatFile in the data directory and to the "v" key; a directory of any
+// other version is refused at open without being touched.
+const FormatVersion = 1
+
+// FormatFile is the name of the format marker in the data directory.
+const FormatFile = "JIM_FORMAT"
+
+const formatMagic = "jim-badger"
+
+// BadgerOptions tune OpenBadger. The zero value is a working setup.
+type BadgerOptions struct {
+	// RetentionAge deletes messages whose CreateTime is older than this;
+	// 0 keeps them forever.
+	RetentionAge time.Duration
+	// RetentionMaxMessages keeps at most this many messages per
+	// conversation, dropping the oldest; 0 keeps all.
+	RetentionMaxMessages int
+	// RetentionInterval is how often retention runs (default 1 minute).
+	RetentionInterval time.Duration
+	// GCInterval is how often the value log is garbage-collected (default
+	// 5 minutes; negative disables).
+	GCInterval time.Duration
+	// DedupTTL is how long a sender's client message id is remembered for
+	// de-duplication (default 24 hours).
+	DedupTTL time.Duration
+	// MaxBatch caps the requests of one group commit (default 4096).
+	MaxBatch int
+	// QueueLen is the length of the write queue (default 16384); a full
+	// queue makes writers wait.
+	QueueLen int
+	// Logger receives Badger's warnings and errors (default slog.Default()).
+	Logger *slog.Logger
+	// MemTableSize and BlockCacheSize pass through to Badger (0 = its
+	// defaults: 64 MiB and 256 MiB).
+	MemTableSize   int64
+	BlockCacheSize int64
+}
+
+func (o *BadgerOptions) defaults() {
+	if o.RetentionInterval <= 0 {
+		o.RetentionInterval = time.Minute
+	}
+	if o.GCInterval == 0 {
+		o.GCInterval = 5 * time.Minute
+	}
+	if o.DedupTTL <= 0 {
+		o.DedupTTL = 24 * time.Hour
+	}
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 4096
+	}
+	if o.QueueLen <= 0 {
+		o.QueueLen = 16384
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+}
+
+// Caches of the write path. Both are bounded and only ever hold state that
+// is also committed to the database, so dropping them is always safe.
+const (
+	seqCacheMax   = 1 << 20 // conversations whose last seq is cached
+	dedupCacheMax = 1 << 18 // recent client ids
+)
+
+// Badger is the durable Store on an embedded Badger database.
+//
+// Every mutation goes through one writer goroutine: it takes everything
+// queued (up to MaxBatch), assigns ids and sequence numbers, commits the
+// batch in one transaction and hands it to the syncer, which calls DB.Sync
+// and only then wakes the waiting callers. While one batch syncs, the writer
+// commits the next, and the syncer covers every batch committed before its
+// Sync started with that one Sync. An error in a commit or a sync fails every
+// waiter of the batch and puts the store in a failed state (every later write
+// fails too): after a failed fsync nothing can be promised about what is on
+// disk.
+type Badger struct {
+	db   *badger.DB
+	opts BadgerOptions
+	log  *slog.Logger
+	dir  string
+
+	closeMu sync.RWMutex
+	closed  bool
+	reqs    chan *wreq
+	commits chan []*wreq
+	wdone   chan struct{}
+	sdone   chan struct{}
+	quit    chan struct{}
+	bg      sync.WaitGroup
+
+	broken    atomic.Pointer[error]
+	commitGen atomic.Uint64 // batches committed
+
+	idPrefix [8]byte
+
+	// Writer-owned state.
+	gseq         uint64
+	seqs         map[string]uint64
+	dedup        map[string]dedupEntry
+	dedupRing    []string
+	dedupNext    int
+	dedupEvicted uint64 // highest commit generation evicted from dedup
+
+	// Group member cache: gid -> members, copy-on-write slices.
+	gmu     sync.RWMutex
+	members map[string][]string
+
+	// Fault injection for tests.
+	commitFn func(*badger.Txn) error
+	syncFn   func() error
+}
+
+type dedupEntry struct {
+	ack Ack
+	gen uint64
+}
+
+type wkind uint8
+
+const (
+	wAppend wkind = iota
+	wDup          // pre-checked duplicate: waits for the next sync only
+	wQueue        // QueueOffline
+	wAckOff       // AckOffline
+	wJoin
+	wLeave
+)
+
+// wreq is one write request and, once done is signalled, its result.
+type wreq struct {
+	kind  wkind
+	msg   *Message
+	users []string   // wAppend, wQueue: offline users; wAckOff: the user
+	msgs  []*Message // wQueue, wAckOff
+	gid   string
+	uid   string
+	gen0  uint64 // commit generation seen before the caller's dedup pre-check
+	ack   Ack
+	err   error
+	done  chan struct{}
+}
+
+// OpenBadger opens (creating if needed) the store in dir.
+func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
+	opts.defaults()
+	fresh, err := checkFormat(dir)
+	if err != nil {
+		return nil, err
+	}
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(false).
+		WithDetectConflicts(false).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMetricsEnabled(false).
+		WithNumCompactors(2)
+	if opts.MemTableSize > 0 {
+		bo = bo.WithMemTableSize(opts.MemTableSize)
+	}
+	if opts.BlockCacheSize > 0 {
+		bo = bo.WithBlockCacheSize(opts.BlockCacheSize)
+	}
+	if fresh {
+		// The marker goes first: a crash right after leaves a directory
+		// that opens as an empty store of this version.
+		if err := writeFormatFile(dir); err != nil {
+			return nil, err
+		}
+	}
+	db, err := badger.Open(bo)
+	if err != nil {
+		if strings.Contains(err.Error(), "Cannot acquire directory lock") {
+			return nil, fmt.Errorf("storage: data directory %s is in use by another process: %w", dir, err)
+		}
+		return nil, fmt.Errorf("storage: opening data directory %s: %w", dir, err)
+	}
+	b := &Badger{
+		db:      db,
+		opts:    opts,
+		log:     opts.Logger,
+		dir:     dir,
+		reqs:    make(chan *wreq, opts.QueueLen),
+		commits: make(chan []*wreq, 4),
+		wdone:   make(chan struct{}),
+		sdone:   make(chan struct{}),
+		quit:    make(chan struct{}),
+		seqs:    make(map[string]uint64),
+		dedup:   make(map[string]dedupEntry),
+		members: make(map[string][]string),
+	}
+	b.commitFn = func(t *badger.Txn) error { return t.Commit() }
+	b.syncFn = db.Sync
+	if err := b.loadMeta(); err != nil {
+		db.Close()
+		return nil, err
+	}
+	go b.writer()
+	go b.syncer()
+	b.bg.Add(2)
+	go b.retentionLoop()
+	go b.gcLoop()
+	return b, nil
+}
+
+// checkFormat reads dir's format marker. It reports whether dir is a new
+// (missing or empty) directory; a directory of another format, or a
+// non-empty one without the marker, is an error and is left as it is.
+func checkFormat(dir string) (fresh bool, err error) {
+	data, err := os.ReadFile(filepath.Join(dir, FormatFile))
+	if err == nil {
+		f := strings.Fields(string(data))
+		if len(f) != 2 || f[0] != formatMagic {
+			return false, fmt.Errorf("storage: %s: unrecognised format marker %q", filepath.Join(dir, FormatFile), strings.TrimSpace(string(data)))
+		}
+		v, err := strconv.Atoi(f[1])
+		if err != nil || v != FormatVersion {
+			return false, fmt.Errorf("storage: data directory %s has format version %s; this jimd reads version %d only", dir, f[1], FormatVersion)
+		}
+		return false, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("storage: reading %s: %w", filepath.Join(dir, FormatFile), err)
+	}
+	ents, err := os.ReadDir(dir)
+	switch {
+	case errors.Is(err, os.ErrNotExist):
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return false, fmt.Errorf("storage: creating data directory: %w", err)
+		}
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("storage: reading data directory: %w", err)
+	case len(ents) > 0:
+		return false, fmt.Errorf("storage: %s is not empty and is not a jim data directory (no %s)", dir, FormatFile)
+	}
+	return true, nil
+}
+
+func writeFormatFile(dir string) error {
+	tmp := filepath.Join(dir, FormatFile+".tmp")
+	f, err := os.Create(tmp)
+	if err != nil {
+		return fmt.Errorf("storage: writing format marker: %w", err)
+	}
+	_, err = fmt.Fprintf(f, "%s %d\n", formatMagic, FormatVersion)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, filepath.Join(dir, FormatFile))
+	}
+	if err == nil {
+		if d, derr := os.Open(dir); derr == nil {
+			_ = d.Sync()
+			d.Close()
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("storage: writing format marker: %w", err)
+	}
+	return nil
+}
+
+// loadMeta checks the version key and loads the id prefix and the global
+// message counter, initialising them in a new store.
+func (b *Badger) loadMeta() error {
+	var haveVersion, havePrefix bool
+	err := b.db.View(func(txn *badger.Txn) error {
+		if it, err := txn.Get(keyVersion); err == nil {
+			v, err := it.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 4 || binary.BigEndian.Uint32(v) != FormatVersion {
+				return fmt.Errorf("storage: data directory %s: stored format version %x; this jimd reads version %d only", b.dir, v, FormatVersion)
+			}
+			haveVersion = true
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if it, err := txn.Get(keyIDPref); err == nil {
+			v, err := it.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return errCorrupt
+			}
+			copy(b.idPrefix[:], v)
+			havePrefix = true
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		if it, err := txn.Get(keyGSeq); err == nil {
+			v, err := it.ValueCopy(nil)
+			if err != nil {
+				return err
+			}
+			if len(v) != 8 {
+				return errCorrupt
+			}
+			b.gseq = binary.BigEndian.Uint64(v)
+		} else if !errors.Is(err, badger.ErrKeyNotFound) {
+			return err
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storage: reading store metadata: %w", err)
+	}
+	if haveVersion && havePrefix {
+		return nil
+	}
+	if !havePrefix {
+		if _, err := rand.Read(b.idPrefix[:]); err != nil {
+			return err
+		}
+	}
+	err = b.db.Update(func(txn *badger.Txn) error {
+		if err := txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, FormatVersion)); err != nil {
+			return err
+		}
+		return txn.Set(keyIDPref, b.idPrefix[:])
+	})
+	if err == nil {
+		err = b.db.Sync()
+	}
+	if err != nil {
+		return fmt.Errorf("storage: initialising store: %w", err)
+	}
+	return nil
+}
+
+// submit queues r and waits for its result.
+func (b *Badger) submit(ctx context.Context, r *wreq) error {
+	r.done = make(chan struct{})
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		return ErrClosed
+	}
+	select {
+	case b.reqs <- r:
+	case <-ctx.Done():
+		b.closeMu.RUnlock()
+		return ctx.Err()
+	}
+	b.closeMu.RUnlock()
+	select {
+	case <-r.done:
+		return r.err
+	case <-ctx.Done():
+		// The write may still complete; the caller only learns it did not
+		// hear back, which is never a false success.
+		return ctx.Err()
+	}
+}
+
+func (b *Badger) failed() error {
+	if p := b.broken.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+func (b *Badger) fail(err error) error {
+	err = fmt.Errorf("storage: write failed, store is read-only until restarted: %w", err)
+	b.broken.CompareAndSwap(nil, &err)
+	b.log.Error("storage: write failed", "err", err)
+	return *b.broken.Load()
+}
+
+// Append implements Store.
+func (b *Badger) Append(ctx context.Context, msg *Message, offline []string) (Ack, error) {
+	if err := partsOK(msg.Conv, msg.From); err != nil {
+		return Ack{}, err
+	}
+	if err := partsOK(offline...); err != nil {
+		return Ack{}, err
+	}
+	r := &wreq{kind: wAppend, msg: msg.Clone(), users: offline}
+	if msg.ClientID != "" {
+		// Most client ids are new; looking them up here, in the caller's
+		// goroutine, keeps that read off the single writer. The writer then
+		// only checks what was committed since (see dedupLookup).
+		r.gen0 = b.commitGen.Load()
+		a, ok, err := b.lookupDedup(msg.From, msg.ClientID)
+		if err != nil {
+			return Ack{}, err
+		}
+		if ok {
+			r.kind, r.ack = wDup, a
+		}
+	}
+	if err := b.submit(ctx, r); err != nil {
+		return Ack{}, err
+	}
+	if !r.ack.Duplicate {
+		msg.ID, msg.Seq = r.ack.ID, r.ack.Seq
+	}
+	return r.ack, nil
+}
+
+func (b *Badger) lookupDedup(from, clientID string) (Ack, bool, error) {
+	var a Ack
+	var found bool
+	err := b.db.View(func(txn *badger.Txn) error {
+		var err error
+		a, found, err = getDedup(txn, from, clientID)
+		return err
+	})
+	if errors.Is(err, badger.ErrDBClosed) {
+		err = ErrClosed
+	}
+	return a, found, err
+}
+
+func getDedup(txn *badger.Txn, from, clientID string) (Ack, bool, error) {
+	it, err := txn.Get(dedupKey(from, clientID))
+	if errors.Is(err, badger.ErrKeyNotFound) {
+		return Ack{}, false, nil
+	}
+	if err != nil {
+		return Ack{}, false, err
+	}
+	var a Ack
+	err = it.Value(func(v []byte) error {
+		var err error
+		a, err = decodeAck(v)
+		return err
+	})
+	a.Duplicate = true
+	return a, err == nil, err
+}
+
+// QueueOffline adds already stored msgs to user's offline queue: for a
+// recipient whose connections all went away between the online check and
+// the delivery. Messages already queued for user are not queued twice.
+func (b *Badger) QueueOffline(ctx context.Context, user string, msgs []*Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	if err := partsOK(user); err != nil {
+		return err
+	}
+	return b.submit(ctx, &wreq{kind: wQueue, users: []string{user}, msgs: cloneAll(msgs)})
+}
+
+// AckOffline implements Store.
+func (b *Badger) AckOffline(ctx context.Context, user string, msgs []*Message) error {
+	if len(msgs) == 0 {
+		return nil
+	}
+	return b.submit(ctx, &wreq{kind: wAckOff, users: []string{user}, msgs: msgs})
+}
+
+// JoinGroup implements Store.
+func (b *Badger) JoinGroup(ctx context.Context, gid, uid string) error {
+	if err := partsOK(gid, uid); err != nil {
+		return err
+	}
+	return b.submit(ctx, &wreq{kind: wJoin, gid: gid, uid: uid})
+}
+
+// LeaveGroup implements Store.
+func (b *Badger) LeaveGroup(ctx context.Context, gid, uid string) error {
+	if err := partsOK(gid, uid); err != nil {
+		return err
+	}
+	return b.submit(ctx, &wreq{kind: wLeave, gid: gid, uid: uid})
+}
+
+// Close implements Store. It waits for queued writes to be committed and
+// synced, stops the background work and closes the database.
+func (b *Badger) Close() error {
+	b.closeMu.Lock()
+	if b.closed {
+		b.closeMu.Unlock()
+		return nil
+	}
+	b.closed = true
+	close(b.reqs)
+	b.closeMu.Unlock()
+	<-b.wdone
+	<-b.sdone
+	close(b.quit)
+	b.bg.Wait()
+	return b.db.Close()
+}
+
+// writer is the single write point.
+func (b *Badger) writer() {
+	defer close(b.wdone)
+	defer close(b.commits)
+	for {
+		r, ok := <-b.reqs
+		if !ok {
+			return
+		}
+		batch := make([]*wreq, 1, 64)
+		batch[0] = r
+	fill:
+		for len(batch) < b.opts.MaxBatch {
+			select {
+			case r, ok := <-b.reqs:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		b.apply(batch)
+		b.commits <- batch
+	}
+}
+
+// syncer makes committed batches durable and wakes their waiters.
+func (b *Badger) syncer() {
+	defer close(b.sdone)
+	var pending [][]*wreq
+	for batch := range b.commits {
+		pending = append(pending[:0], batch)
+	more:
+		for {
+			select {
+			case nb, ok := <-b.commits:
+				if !ok {
+					break more
+				}
+				pending = append(pending, nb)
+			default:
+				break more
+			}
+		}
+		var serr error
+		if err := b.failed(); err != nil {
+			serr = err
+		} else if err := b.syncFn(); err != nil {
+			serr = b.fail(fmt.Errorf("sync: %w", err))
+		}
+		for _, batch := range pending {
+			for _, r := range batch {
+				if r.err == nil && serr != nil {
+					r.err = serr
+				}
+				close(r.done)
+			}
+		}
+	}
+}
+
+// txnWriter commits one batch, splitting it into several transactions when
+// it outgrows one; all of them commit before the batch's sync, so no waiter
+// is acked for a partly written batch. A message's own key comes before its
+// offline references and its dedup record, so a crash between two parts
+// can cause a later retry to be stored again, never an ack without the
+// message. A conversation's last seq is its last message key, so the
+// message and its seq are one entry; the global message counter is written
+// with every transaction.
+type txnWriter struct {
+	b   *Badger
+	txn *badger.Txn
+	buf []byte
+	err error
+}
+
+func (w *txnWriter) set(e *badger.Entry) {
+	if w.err != nil {
+		return
+	}
+	err := w.txn.SetEntry(e)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if w.commit(); w.err != nil {
+			return
+		}
+		err = w.txn.SetEntry(e)
+	}
+	if err != nil {
+		w.err = err
+	}
+}
+
+func (w *txnWriter) del(k []byte) {
+	if w.err != nil {
+		return
+	}
+	err := w.txn.Delete(k)
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		if w.commit(); w.err != nil {
+			return
+		}
+		err = w.txn.Delete(k)
+	}
+	if err != nil {
+		w.err = err
+	}
+}
+
+// commit commits the current transaction (with the counters) and starts a
+// new one.
+func (w *txnWriter) commit() {
+	if w.err != nil {
+		return
+	}
+	if err := w.txn.Set(keyGSeq, binary.BigEndian.AppendUint64(nil, w.b.gseq)); err != nil {
+		w.err = err
+		return
+	}
+	if err := w.b.commitFn(w.txn); err != nil {
+		w.err = err
+		return
+	}
+	w.txn = w.b.db.NewTransaction(true)
+}
+
+type cacheOp struct {
+	join     bool
+	gid, uid string
+}
+
+// apply commits batch, setting each request's ack or error.
+func (b *Badger) apply(batch []*wreq) {
+	if err := b.failed(); err != nil {
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
+	gen := b.commitGen.Load() + 1
+	w := &txnWriter{b: b, txn: b.db.NewTransaction(true)}
+	defer func() { w.txn.Discard() }()
+	var rtxn *badger.Txn // for lazy reads of counters and old dedup entries
+	read := func() *badger.Txn {
+		if rtxn == nil {
+			rtxn = b.db.NewTransaction(false)
+		}
+		return rtxn
+	}
+	var ops []cacheOp
+	for _, r := range batch {
+		switch r.kind {
+		case wDup:
+		case wAppend:
+			m := r.msg
+			var dk []byte
+			if m.ClientID != "" {
+				dk = dedupKey(m.From, m.ClientID)
+				if e, ok := b.dedup[string(dk)]; ok {
+					r.ack = e.ack
+					r.ack.Duplicate = true
+					continue
+				}
+				if r.gen0 < b.dedupEvicted {
+					a, ok, err := getDedup(read(), m.From, m.ClientID)
+					if err != nil {
+						r.err = err
+						continue
+					}
+					if ok {
+						r.ack = a
+						continue
+					}
+				}
+			}
+			seq, err := b.lastSeq(read, m.Conv)
+			if err != nil {
+				r.err = err
+				continue
+			}
+			seq++
+			b.seqs[m.Conv] = seq
+			b.gseq++
+			m.ID, m.Seq = makeID(b.idPrefix, b.gseq), seq
+			w.buf = encodeMsg(w.buf[:0], m)
+			w.set(badger.NewEntry(msgKey(m.Conv, seq), bytes.Clone(w.buf)))
+			if len(r.users) > 0 {
+				ref := encodeOffRef(nil, m)
+				for _, u := range r.users {
+					w.set(badger.NewEntry(offKey(u, b.gseq), ref))
+				}
+			}
+			r.ack = Ack{ID: m.ID, Seq: seq}
+			if dk != nil {
+				w.set(badger.NewEntry(dk, encodeAck(r.ack)).WithTTL(b.opts.DedupTTL))
+				b.rememberDedup(string(dk), r.ack, gen)
+			}
+		case wQueue:
+			for _, m := range r.msgs {
+				g, ok := gseqOfID(b.idPrefix, m.ID)
+				if !ok {
+					continue
+				}
+				w.set(badger.NewEntry(offKey(r.users[0], g), encodeOffRef(nil, m)))
+			}
+		case wAckOff:
+			for _, m := range r.msgs {
+				if g, ok := gseqOfID(b.idPrefix, m.ID); ok {
+					w.del(offKey(r.users[0], g))
+				}
+			}
+		case wJoin:
+			w.set(badger.NewEntry(groupKey(r.gid, r.uid), nil))
+			w.set(badger.NewEntry(byUserKey(r.uid, r.gid), nil))
+			ops = append(ops, cacheOp{true, r.gid, r.uid})
+		case wLeave:
+			w.del(groupKey(r.gid, r.uid))
+			w.del(byUserKey(r.uid, r.gid))
+			ops = append(ops, cacheOp{false, r.gid, r.uid})
+		}
+	}
+	if rtxn != nil {
+		rtxn.Discard()
+	}
+	w.commit()
+	if w.err != nil {
+		err := b.fail(fmt.Errorf("commit: %w", w.err))
+		for _, r := range batch {
+			r.err = err
+		}
+		return
+	}
+	b.commitGen.Store(gen)
+	if len(b.seqs) > seqCacheMax {
+		clear(b.seqs) // everything in it is committed; reloaded on demand
+	}
+	b.applyCache(ops)
+}
+
+// lastSeq returns conv's last assigned seq, from the writer's cache or the
+// database.
+func (b *Badger) lastSeq(read func() *badger.Txn, conv string) (uint64, error) {
+	if s, ok := b.seqs[conv]; ok {
+		return s, nil
+	}
+	return storedLastSeq(read(), conv)
+}
+
+// storedLastSeq is conv's last seq in the database: the larger of its last
+// message key and the counter retention leaves behind.
+func storedLastSeq(txn *badger.Txn, conv string) (uint64, error) {
+	var s uint64
+	it, err := txn.Get(seqKey(conv))
+	switch {
+	case err == nil:
+		err = it.Value(func(v []byte) error {
+			if len(v) != 8 {
+				return errCorrupt
+			}
+			s = binary.BigEndian.Uint64(v)
+			return nil
+		})
+		if err != nil {
+			return 0, err
+		}
+	case !errors.Is(err, badger.ErrKeyNotFound):
+		return 0, err
+	}
+	pfx := prefix1(pfxMsg, conv)
+	iter := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: pfx})
+	defer iter.Close()
+	iter.Seek(append(bytes.Clone(pfx), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
+	if iter.ValidForPrefix(pfx) {
+		if k := iter.Item().Key(); len(k) == len(pfx)+8 {
+			s = max(s, seqOf(k))
+		}
+	}
+	return s, nil
+}
+
+func (b *Badger) rememberDedup(key string, a Ack, gen uint64) {
+	if len(b.dedupRing) < dedupCacheMax {
+		b.dedupRing = append(b.dedupRing, key)
+	} else {
+		old := b.dedupRing[b.dedupNext]
+		if e, ok := b.dedup[old]; ok {
+			b.dedupEvicted = max(b.dedupEvicted, e.gen)
+			delete(b.dedup, old)
+		}
+		b.dedupRing[b.dedupNext] = key
+		b.dedupNext = (b.dedupNext + 1) % dedupCacheMax
+	}
+	b.dedup[key] = dedupEntry{ack: a, gen: gen}
+}
+
+func (b *Badger) applyCache(ops []cacheOp) {
+	if len(ops) == 0 {
+		return
+	}
+	b.gmu.Lock()
+	defer b.gmu.Unlock()
+	for _, op := range ops {
+		cur, ok := b.members[op.gid]
+		if !ok {
+			continue // not cached: loaded from the database on first use
+		}
+		i := indexOf(cur, op.uid)
+		switch {
+		case op.join && i < 0:
+			n := make([]string, len(cur), len(cur)+1)
+			copy(n, cur)
+			b.members[op.gid] = append(n, op.uid)
+		case !op.join && i >= 0:
+			n := make([]string, 0, len(cur)-1)
+			n = append(n, cur[:i]...)
+			b.members[op.gid] = append(n, cur[i+1:]...)
+		}
+	}
+}
+
+func indexOf(s []string, v string) int {
+	for i, x := range s {
+		if x == v {
+			return i
+		}
+	}
+	return -1
+}
+
+// badgerLogger sends Badger's log to slog; its chatty info lines go to
+// debug.
+type badgerLogger struct{ l *slog.Logger }
+
+func (l badgerLogger) Errorf(f string, a ...any) {
+	l.l.Error("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Warningf(f string, a ...any) {
+	l.l.Warn("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Infof(f string, a ...any) {
+	l.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+func (l badgerLogger) Debugf(f string, a ...any) {
+	l.l.Debug("badger: " + strings.TrimSpace(fmt.Sprintf(f, a...)))
+}
+
+var _ Store = (*Badger)(nil)

@@ -1,0 +1,379 @@
+package storage
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+func (b *Badger) view(fn func(txn *badger.Txn) error) error {
+	b.closeMu.RLock()
+	closed := b.closed
+	b.closeMu.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	err := b.db.View(fn)
+	if errors.Is(err, badger.ErrDBClosed) {
+		return ErrClosed
+	}
+	return err
+}
+
+// History implements Store. Messages are keyed by seq, so a page without
+// time filters is one seek plus Count reads whatever the conversation's
+// size: AfterSeq seeks directly, Offset seeks to first+Offset (seqs are
+// contiguous; retention only removes from the oldest end), and Latest
+// iterates backwards from the end. Begin/End filter CreateTime, which the
+// sender sets and seq does not order, so filtered windows scan.
+func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, error) {
+	if err := partsOK(conv); err != nil {
+		return nil, err
+	}
+	out := []*Message{}
+	limit := q.Limit()
+	pfx := prefix1(pfxMsg, conv)
+	filtered := q.Begin != 0 || q.End != 0
+	keep := func(m *Message) bool {
+		return (q.Begin == 0 || m.CreateTime >= q.Begin) && (q.End == 0 || m.CreateTime <= q.End)
+	}
+	decode := func(it *badger.Item) (*Message, error) {
+		var m *Message
+		err := it.Value(func(v []byte) error {
+			var err error
+			m, err = decodeMsg(conv, seqOf(it.Key()), v)
+			return err
+		})
+		return m, err
+	}
+	err := b.view(func(txn *badger.Txn) error {
+		if q.Latest && q.Offset <= 0 {
+			iter := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: pfx,
+				PrefetchValues: !filtered, PrefetchSize: min(limit, 100)})
+			defer iter.Close()
+			for iter.Seek(append(bytes.Clone(pfx), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)); iter.ValidForPrefix(pfx) && len(out) < limit; iter.Next() {
+				if seqOf(iter.Item().Key()) <= q.AfterSeq {
+					break
+				}
+				m, err := decode(iter.Item())
+				if err != nil {
+					return err
+				}
+				if keep(m) {
+					out = append(out, m)
+				}
+			}
+			slices.Reverse(out)
+			return nil
+		}
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx,
+			PrefetchValues: !filtered && q.Offset <= 0, PrefetchSize: min(limit, 100)})
+		defer iter.Close()
+		start := q.AfterSeq + 1
+		iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), start))
+		skip := max(q.Offset, 0)
+		if skip > 0 && !filtered && iter.ValidForPrefix(pfx) {
+			// Jump over the offset: the first seq plus the offset is the
+			// wanted one as long as no seq is missing, which is checked.
+			target := seqOf(iter.Item().Key()) + uint64(skip)
+			iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), target))
+			if iter.ValidForPrefix(pfx) && seqOf(iter.Item().Key()) == target {
+				skip = 0
+			} else {
+				iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), start))
+			}
+		}
+		for ; iter.ValidForPrefix(pfx) && len(out) < limit; iter.Next() {
+			m, err := decode(iter.Item())
+			if err != nil {
+				return err
+			}
+			if !keep(m) {
+				continue
+			}
+			if skip > 0 {
+				skip--
+				continue
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// Offline implements Store. Entries whose message retention has removed
+// are skipped and dropped from the queue.
+func (b *Badger) Offline(_ context.Context, user string, f OfflineFilter) ([]*Message, error) {
+	if err := partsOK(user); err != nil {
+		return nil, err
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > MaxHistoryCount {
+		limit = MaxHistoryCount
+	}
+	out := []*Message{}
+	var dangling [][]byte
+	pfx := prefix1(pfxOff, user)
+	err := b.view(func(txn *badger.Txn) error {
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx, PrefetchValues: true, PrefetchSize: 100})
+		defer iter.Close()
+		for iter.Seek(pfx); iter.ValidForPrefix(pfx) && len(out) < limit; iter.Next() {
+			var ref offRef
+			err := iter.Item().Value(func(v []byte) error {
+				var err error
+				ref, err = decodeOffRef(v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			if f.From != "" && (ref.chatType != ChatPrivate || ref.from != f.From) {
+				continue
+			}
+			if f.GroupID != "" && (ref.chatType != ChatGroup || ref.groupID != f.GroupID) {
+				continue
+			}
+			it, err := txn.Get(msgKey(ref.conv, ref.seq))
+			if errors.Is(err, badger.ErrKeyNotFound) {
+				dangling = append(dangling, iter.Item().KeyCopy(nil))
+				continue
+			}
+			if err != nil {
+				return err
+			}
+			var m *Message
+			err = it.Value(func(v []byte) error {
+				var err error
+				m, err = decodeMsg(ref.conv, ref.seq, v)
+				return err
+			})
+			if err != nil {
+				return err
+			}
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(dangling) > 0 {
+		b.deleteKeys(dangling)
+	}
+	return out, nil
+}
+
+// deleteKeys removes keys outside the writer: used for data that no ack
+// depends on (expired messages and references to them).
+func (b *Badger) deleteKeys(keys [][]byte) {
+	wb := b.db.NewWriteBatch()
+	defer wb.Cancel()
+	for _, k := range keys {
+		if err := wb.Delete(k); err != nil {
+			b.log.Warn("storage: delete", "err", err)
+			return
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		b.log.Warn("storage: delete", "err", err)
+	}
+}
+
+// GroupMembers implements Store. Members are cached in memory after the
+// first read of a group, and the cache follows every join and leave, so
+// fan-out does not read the database per message.
+func (b *Badger) GroupMembers(_ context.Context, gid string) ([]string, error) {
+	if err := partsOK(gid); err != nil {
+		return nil, err
+	}
+	b.gmu.RLock()
+	cur, ok := b.members[gid]
+	b.gmu.RUnlock()
+	if !ok {
+		// Loading under the write lock orders the load against the
+		// writer's cache updates: a join committed before the scan is in
+		// it, one committed after is applied to it.
+		b.gmu.Lock()
+		if cur, ok = b.members[gid]; !ok {
+			var err error
+			cur, err = b.scanTails(prefix1(pfxGroup, gid))
+			if err != nil {
+				b.gmu.Unlock()
+				return nil, err
+			}
+			b.members[gid] = cur
+		}
+		b.gmu.Unlock()
+	}
+	return slices.Clone(cur), nil
+}
+
+// UserGroups implements Store.
+func (b *Badger) UserGroups(_ context.Context, uid string) ([]string, error) {
+	if err := partsOK(uid); err != nil {
+		return nil, err
+	}
+	return b.scanTails(prefix1(pfxByUser, uid))
+}
+
+// scanTails lists what follows pfx in every key under it.
+func (b *Badger) scanTails(pfx []byte) ([]string, error) {
+	out := []string{}
+	err := b.view(func(txn *badger.Txn) error {
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		defer iter.Close()
+		for iter.Seek(pfx); iter.ValidForPrefix(pfx); iter.Next() {
+			out = append(out, string(iter.Item().Key()[len(pfx):]))
+		}
+		return nil
+	})
+	return out, err
+}
+
+// retentionLoop enforces RetentionAge and RetentionMaxMessages.
+func (b *Badger) retentionLoop() {
+	defer b.bg.Done()
+	if b.opts.RetentionAge <= 0 && b.opts.RetentionMaxMessages <= 0 {
+		return
+	}
+	t := time.NewTicker(b.opts.RetentionInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.quit:
+			return
+		case <-t.C:
+			if n, err := b.enforceRetention(time.Now()); err != nil {
+				b.log.Warn("storage: retention", "err", err)
+			} else if n > 0 {
+				b.log.Debug("storage: retention removed messages", "count", n)
+			}
+		}
+	}
+}
+
+// enforceRetention deletes, in every conversation, the messages beyond
+// RetentionMaxMessages and those older than RetentionAge, always from the
+// oldest end so that what remains stays contiguous in seq. The seq counter
+// stays, so numbering continues after an emptied conversation. It returns
+// the number of messages deleted.
+func (b *Badger) enforceRetention(now time.Time) (int, error) {
+	var cutoff int64
+	if b.opts.RetentionAge > 0 {
+		cutoff = now.Add(-b.opts.RetentionAge).UnixMilli()
+	}
+	maxN := uint64(max(b.opts.RetentionMaxMessages, 0))
+	type convLast struct {
+		conv string
+		last uint64
+	}
+	var convs []convLast
+	err := b.view(func(txn *badger.Txn) error {
+		// One seek per conversation: from a conversation's last key jump
+		// past all of its keys to the next conversation.
+		pfx := []byte(pfxMsg)
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		defer iter.Close()
+		for iter.Seek(pfx); iter.ValidForPrefix(pfx); {
+			conv, ok := keyPart(iter.Item().Key(), len(pfxMsg))
+			if !ok {
+				iter.Next()
+				continue
+			}
+			last, err := storedLastSeq(txn, conv)
+			if err != nil {
+				return err
+			}
+			convs = append(convs, convLast{conv, last})
+			iter.Seek(append(prefix1(pfxMsg, conv), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for _, c := range convs {
+		select {
+		case <-b.quit:
+			return total, nil
+		default:
+		}
+		var dead [][]byte
+		pfx := prefix1(pfxMsg, c.conv)
+		err := b.view(func(txn *badger.Txn) error {
+			iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx, PrefetchValues: cutoff != 0, PrefetchSize: 100})
+			defer iter.Close()
+			for iter.Seek(pfx); iter.ValidForPrefix(pfx); iter.Next() {
+				k := iter.Item().Key()
+				seq := seqOf(k)
+				if maxN > 0 && c.last >= maxN && seq <= c.last-maxN {
+					dead = append(dead, iter.Item().KeyCopy(nil))
+					continue
+				}
+				if cutoff == 0 {
+					break
+				}
+				old := false
+				err := iter.Item().Value(func(v []byte) error {
+					m, err := decodeMsg(c.conv, seq, v)
+					if err == nil {
+						old = m.CreateTime < cutoff
+					}
+					return err
+				})
+				if err != nil || !old {
+					break
+				}
+				dead = append(dead, iter.Item().KeyCopy(nil))
+			}
+			return nil
+		})
+		if err != nil {
+			return total, err
+		}
+		if len(dead) > 0 {
+			// The counter keeps numbering going once the newest message
+			// of the conversation is gone too.
+			if err := b.db.Update(func(txn *badger.Txn) error {
+				return txn.Set(seqKey(c.conv), binaryBE(c.last))
+			}); err != nil {
+				return total, err
+			}
+			b.deleteKeys(dead)
+			total += len(dead)
+		}
+	}
+	return total, nil
+}
+
+// gcLoop runs Badger's value-log garbage collection on a ticker.
+func (b *Badger) gcLoop() {
+	defer b.bg.Done()
+	if b.opts.GCInterval < 0 {
+		return
+	}
+	t := time.NewTicker(b.opts.GCInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-b.quit:
+			return
+		case <-t.C:
+			for i := 0; i < 16; i++ { // each call rewrites at most one file
+				if err := b.db.RunValueLogGC(0.5); err != nil {
+					break
+				}
+			}
+		}
+	}
+}

@@ -1,0 +1,267 @@
+package storage
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+func TestBadgerSurvivesRestart(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a1, _ := s.Append(ctx, priv("a", "b", "one", "c1", 1), []string{"b"})
+	s.Append(ctx, priv("b", "a", "two", "c2", 2), nil)
+	g := &Message{Conv: GroupConv("g"), ChatType: ChatGroup, From: "a", GroupID: "g", Content: "grp", CreateTime: 3}
+	s.Append(ctx, g, []string{"c"})
+	s.JoinGroup(ctx, "g", "a")
+	s.JoinGroup(ctx, "g", "c")
+	s.JoinGroup(ctx, "h", "a")
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	s = openTestBadger(t, dir, BadgerOptions{})
+	h, _ := s.History(ctx, PrivateConv("a", "b"), Query{})
+	if len(h) != 2 || h[0].Content != "one" || h[1].Seq != 2 || h[0].ID != a1.ID {
+		t.Fatalf("history after restart: %v", h)
+	}
+	// Sequence numbers continue, ids stay unique.
+	a3, _ := s.Append(ctx, priv("a", "b", "three", "c3", 4), nil)
+	if a3.Seq != 3 || a3.ID == a1.ID {
+		t.Fatalf("seq after restart: %+v", a3)
+	}
+	// De-duplication remembers across the restart.
+	if d, _ := s.Append(ctx, priv("a", "b", "one again", "c1", 5), nil); !d.Duplicate || d.ID != a1.ID || d.Seq != 1 {
+		t.Fatalf("dedup after restart: %+v", d)
+	}
+	if off, _ := s.Offline(ctx, "b", OfflineFilter{}); len(off) != 1 || off[0].Content != "one" {
+		t.Fatalf("offline after restart: %v", off)
+	}
+	if off, _ := s.Offline(ctx, "c", OfflineFilter{GroupID: "g"}); len(off) != 1 || off[0].Content != "grp" {
+		t.Fatalf("group offline after restart: %v", off)
+	}
+	m, _ := s.GroupMembers(ctx, "g")
+	gs, _ := s.UserGroups(ctx, "a")
+	sort.Strings(m)
+	sort.Strings(gs)
+	if fmt.Sprint(m) != "[a c]" || fmt.Sprint(gs) != "[g h]" {
+		t.Fatalf("membership after restart: %v %v", m, gs)
+	}
+}
+
+// dirState lists every file in dir with its size and modification time.
+func dirState(t *testing.T, dir string) string {
+	t.Helper()
+	var b strings.Builder
+	err := filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(&b, "%s %d %d\n", p, fi.Size(), fi.ModTime().UnixNano())
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+func TestBadgerRefusesUnknownFormat(t *testing.T) {
+	dir := t.TempDir()
+	s, err := OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Append(ctx, priv("a", "b", "x", "", 1), nil)
+	s.Close()
+	if err := os.WriteFile(filepath.Join(dir, FormatFile), []byte("jim-badger 99\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := dirState(t, dir)
+	_, err = OpenBadger(dir, BadgerOptions{})
+	if err == nil || !strings.Contains(err.Error(), "format version 99") {
+		t.Fatalf("open of a version-99 directory: %v", err)
+	}
+	if after := dirState(t, dir); after != before {
+		t.Fatalf("refused directory was modified:\n%s\n---\n%s", before, after)
+	}
+
+	// A non-empty directory that is not a jim store is refused too.
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "MANIFEST"), []byte("something"), 0o644)
+	before = dirState(t, other)
+	if _, err := OpenBadger(other, BadgerOptions{}); err == nil || !strings.Contains(err.Error(), "not a jim data directory") {
+		t.Fatalf("open of a foreign directory: %v", err)
+	}
+	if after := dirState(t, other); after != before {
+		t.Fatal("foreign directory was modified")
+	}
+}
+
+func TestBadgerRefusesLockedDir(t *testing.T) {
+	dir := t.TempDir()
+	s := openTestBadger(t, dir, BadgerOptions{})
+	s.Append(ctx, priv("a", "b", "x", "", 1), nil)
+	// Badger's lock is a flock on the directory, which a second open in
+	// the same process contends for exactly as another process would.
+	_, err := OpenBadger(dir, BadgerOptions{})
+	if err == nil || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("second open: %v", err)
+	}
+	// The first store is unharmed.
+	if a, err := s.Append(ctx, priv("a", "b", "y", "", 2), nil); err != nil || a.Seq != 2 {
+		t.Fatalf("append after refused open: %+v %v", a, err)
+	}
+}
+
+func TestBadgerFailedSyncNeverAcks(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	if _, err := s.Append(ctx, priv("a", "b", "ok", "", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	// The hook runs on the syncer goroutine; it is set before any append
+	// of this phase is queued.
+	s.syncFn = func() error { return errors.New("injected: no space left on device") }
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a, err := s.Append(ctx, priv("a", "b", "lost", fmt.Sprint("c", i), 2), nil)
+			if err == nil || !strings.Contains(err.Error(), "no space left") {
+				t.Errorf("append with failing sync: ack %+v, err %v", a, err)
+			}
+		}()
+	}
+	wg.Wait()
+	// The store stays failed: no later write is acknowledged either.
+	if _, err := s.Append(ctx, priv("a", "b", "later", "", 3), nil); err == nil {
+		t.Fatal("append after a failed sync succeeded")
+	}
+	if err := s.JoinGroup(ctx, "g", "a"); err == nil {
+		t.Fatal("join after a failed sync succeeded")
+	}
+}
+
+func TestBadgerFailedCommitNeverAcks(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	s.commitFn = func(txn *badger.Txn) error { txn.Discard(); return errors.New("injected: I/O error") }
+	if a, err := s.Append(ctx, priv("a", "b", "x", "c", 1), []string{"b"}); err == nil || !strings.Contains(err.Error(), "I/O error") {
+		t.Fatalf("append with failing commit: %+v %v", a, err)
+	}
+	h, err := s.History(ctx, PrivateConv("a", "b"), Query{})
+	if err != nil || len(h) != 0 {
+		t.Fatalf("history after failed commit: %v %v", h, err)
+	}
+}
+
+func TestBadgerClosedDB(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	s.db.Close() // the database goes away under the store
+	if a, err := s.Append(ctx, priv("a", "b", "x", "", 1), nil); err == nil {
+		t.Fatalf("append on a closed database acked %+v", a)
+	}
+}
+
+func TestBadgerRetention(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{RetentionMaxMessages: 5, RetentionAge: time.Hour})
+	now := time.Now()
+	conv := PrivateConv("a", "b")
+	for i := 1; i <= 12; i++ {
+		ts := now.UnixMilli()
+		if i <= 3 {
+			ts = now.Add(-2 * time.Hour).UnixMilli()
+		}
+		s.Append(ctx, priv("a", "b", fmt.Sprint(i), "", ts), []string{"b"})
+	}
+	old := &Message{Conv: GroupConv("g"), ChatType: ChatGroup, GroupID: "g", From: "a", CreateTime: now.Add(-3 * time.Hour).UnixMilli()}
+	s.Append(ctx, old, nil)
+	n, err := s.enforceRetention(now)
+	if err != nil || n != 8 {
+		t.Fatalf("retention removed %d (%v), want 8", n, err)
+	}
+	h, _ := s.History(ctx, conv, Query{})
+	if len(h) != 5 || h[0].Seq != 8 || h[4].Seq != 12 {
+		t.Fatalf("kept %v", h)
+	}
+	if p, _ := s.History(ctx, conv, Query{Offset: 1, Count: 2}); len(p) != 2 || p[0].Seq != 9 {
+		t.Fatalf("offset page after retention: %v", p)
+	}
+	if g, _ := s.History(ctx, GroupConv("g"), Query{}); len(g) != 0 {
+		t.Fatalf("old group message kept: %v", g)
+	}
+	// Numbering continues, also in the emptied conversation.
+	if a, _ := s.Append(ctx, priv("a", "b", "13", "", now.UnixMilli()), nil); a.Seq != 13 {
+		t.Fatalf("seq after retention %d", a.Seq)
+	}
+	if a, _ := s.Append(ctx, &Message{Conv: GroupConv("g"), ChatType: ChatGroup, GroupID: "g", From: "a"}, nil); a.Seq != 2 {
+		t.Fatalf("group seq after retention %d", a.Seq)
+	}
+	// Offline entries of removed messages disappear with them.
+	off, _ := s.Offline(ctx, "b", OfflineFilter{})
+	if len(off) != 5 || off[0].Seq != 8 {
+		t.Fatalf("offline after retention: %v", off)
+	}
+}
+
+func TestBadgerHistoryLargeOffset(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	conv := GroupConv("big")
+	bulkLoad(t, s, conv, 5000)
+	h, err := s.History(ctx, conv, Query{Offset: 4000, Count: 3})
+	if err != nil || len(h) != 3 || h[0].Seq != 4001 {
+		t.Fatalf("offset page: %v %v", h, err)
+	}
+	h, _ = s.History(ctx, conv, Query{Latest: true, Count: 2})
+	if len(h) != 2 || h[1].Seq != 5000 {
+		t.Fatalf("latest page: %v", h)
+	}
+	if a, _ := s.Append(ctx, &Message{Conv: conv, ChatType: ChatGroup, GroupID: "big", From: "x"}, nil); a.Seq != 5001 {
+		t.Fatalf("seq after bulk load %d", a.Seq)
+	}
+}
+
+// bulkLoad writes n messages to conv directly, bypassing the writer: the
+// fast way to build a large conversation for tests and benchmarks. The
+// store must not be written to concurrently.
+func bulkLoad(tb testing.TB, s *Badger, conv string, n int) {
+	tb.Helper()
+	wb := s.db.NewWriteBatch()
+	defer wb.Cancel()
+	gid := strings.TrimPrefix(conv, "g:")
+	var buf []byte
+	base := time.Now().UnixMilli() - int64(n)
+	for i := 1; i <= n; i++ {
+		s.gseq++
+		m := &Message{ID: makeID(s.idPrefix, s.gseq), Conv: conv, ChatType: ChatGroup, GroupID: gid, From: "bulk",
+			Content: fmt.Sprintf("message number %d with some text in it", i), CreateTime: base + int64(i)}
+		buf = encodeMsg(buf[:0], m)
+		if err := wb.Set(msgKey(conv, uint64(i)), append([]byte(nil), buf...)); err != nil {
+			tb.Fatal(err)
+		}
+	}
+	if err := wb.Set(seqKey(conv), binaryBE(uint64(n))); err != nil {
+		tb.Fatal(err)
+	}
+	if err := wb.Set(keyGSeq, binaryBE(s.gseq)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := wb.Flush(); err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.db.Sync(); err != nil {
+		tb.Fatal(err)
+	}
+	delete(s.seqs, conv)
+}
