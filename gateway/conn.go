@@ -32,6 +32,8 @@ const (
 	reasonSlowConsumer  = "slow_consumer"
 	reasonShutdown      = "shutdown"
 	reasonTLSDisabled   = "tls_not_configured"
+	reasonTLSHandshake  = "tls_handshake"
+	reasonTLSError      = "tls_error"
 	reasonServer        = "server"
 	reasonHTTPClose     = "http_close"
 	reasonWSClose       = "ws_close"
@@ -49,28 +51,31 @@ type conn struct {
 	loop   *loopState // set at open, never changed
 	id     uint64
 	remote net.Addr
-	state  connState
 	proto  atomic.Uint32 // codec.Proto, read by dispatch from worker goroutines
-	ws     *codec.WSDecoder
-	lim    *connLimits // nil unless rate limits are configured
-	ipSlot bool        // counted in the per-IP table
-
 	// httpBusy stops request parsing while an asynchronous API reply is
 	// pending, so pipelined requests are answered in order.
 	httpBusy atomic.Bool
+	ws       *codec.WSDecoder
+	lim      *connLimits // nil unless rate limits are configured
+	tls      *tlsConn    // nil unless the connection began with a TLS ClientHello
 
 	// lastActive is the wheel clock (seconds) of the last inbound bytes.
 	lastActive atomic.Int64
 	opened     int64 // wheel clock at open, for the login deadline
 	userID     atomic.Pointer[string]
 
-	mu         sync.Mutex // guards the fields below
+	mu         sync.Mutex // guards the fields below, up to the loop-owned ones
 	out        []byte     // frames queued since the last flush
+	reason     string     // why it is closing, for metrics
+	buffered   int        // gnet outbound bytes after the last flush
 	queued     bool       // on its loop's dirty list
 	closed     bool       // no more writes accepted
 	closeAfter bool       // close once out has been flushed
-	reason     string     // why it is closing, for metrics
-	buffered   int        // gnet outbound bytes after the last flush
+
+	// Loop-owned again; they sit among the small fields above so that the
+	// struct stays in its allocation size class.
+	state  connState
+	ipSlot bool // counted in the per-IP table
 }
 
 // ID implements dispatch.Conn.
@@ -187,7 +192,9 @@ func (c *conn) closeNow(reason string) {
 }
 
 // flush writes what is queued in one write. It runs on the connection's
-// event loop.
+// event loop, which also makes it the one place where a TLS connection's
+// plaintext is encrypted: the TLS engine is owned by the loop, while sendRaw
+// is called from any goroutine.
 func (c *conn) flush() {
 	c.mu.Lock()
 	out := c.out
@@ -196,16 +203,24 @@ func (c *conn) flush() {
 	closeAfter := c.closeAfter
 	c.mu.Unlock()
 	if len(out) > 0 {
-		// gnet copies what the socket does not take at once into its own
-		// outbound buffer, so out can be recycled right away.
-		_, err := c.gc.Write(out)
-		c.srv.metrics.bytesOut.Add(float64(len(out)))
+		var err error
+		if c.tls != nil {
+			err = c.tls.write(out)
+		} else {
+			// gnet copies what the socket does not take at once into its
+			// own outbound buffer, so out can be recycled right away.
+			_, err = c.gc.Write(out)
+			c.srv.metrics.bytesOut.Add(float64(len(out)))
+		}
 		putBuf(out)
 		if err != nil {
 			closeAfter = true
 		}
 	}
 	if closeAfter {
+		if c.tls != nil {
+			c.tls.closeNotify()
+		}
 		_ = c.gc.Close()
 		return
 	}
@@ -230,6 +245,7 @@ func (c *conn) flush() {
 // write per connection per pass, not one per message.
 type loopState struct {
 	el        gnet.EventLoop
+	tlsBuf    []byte // loop-owned scratch for decrypted TLS records
 	mu        sync.Mutex
 	dirty     []*conn
 	spare     []*conn

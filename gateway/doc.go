@@ -1,9 +1,10 @@
 // Package gateway owns sockets and connection state. One gnet engine listens on
 // one port; the first bytes of every connection pick its protocol (J-IM TCP
-// frames, HTTP, WebSocket after an HTTP upgrade; a TLS ClientHello is
-// recognised and refused until TLS is configured), and a small per-connection
-// state machine decodes what follows with package codec and hands packets to a
-// Handler (package dispatch).
+// frames, HTTP, WebSocket after an HTTP upgrade, or TLS, inside which the same
+// choice is made again), and a small per-connection state machine decodes what
+// follows with package codec and hands packets to a Handler (package
+// dispatch). TLS runs on the event loops too, without a goroutine per
+// connection: see tls.go.
 //
 // The gateway knows no chat semantics. It provides the write path (messages
 // queued per connection and merged into one write per event-loop pass, with a

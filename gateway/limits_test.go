@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -263,16 +264,26 @@ func TestLameDuck(t *testing.T) {
 	if !late.closedByServer() {
 		t.Fatal("new TCP client accepted while draining")
 	}
-	var first, last time.Duration
+	// The server sheds in its own order, so every client watches for its
+	// disconnect at the same time.
+	closedAt := make([]time.Duration, len(cs))
+	shed := make([]bool, len(cs))
+	var wg sync.WaitGroup
 	for i, c := range cs {
-		if !c.closedByServer() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			shed[i] = c.closedByServer()
+			closedAt[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	first, last := closedAt[0], closedAt[0]
+	for i, d := range closedAt {
+		if !shed[i] {
 			t.Fatalf("client %d not shed", i)
 		}
-		d := time.Since(start)
-		if i == 0 {
-			first = d
-		}
-		last = d
+		first, last = min(first, d), max(last, d)
 	}
 	if last-first < 300*time.Millisecond {
 		t.Fatalf("disconnects not spread out: first %v, last %v", first, last)

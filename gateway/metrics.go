@@ -14,6 +14,8 @@ type metrics struct {
 	bytesOut      prometheus.Counter
 	httpRequests  *prometheus.CounterVec
 	rateLimited   *prometheus.CounterVec
+	tlsHandshakes *prometheus.CounterVec
+	tlsReloads    *prometheus.CounterVec
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -45,8 +47,15 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		rateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jim_rate_limited_total", Help: "Inbound messages refused, or connections dropped, for exceeding a rate (kind msg or bytes).",
 		}, []string{"kind"}),
+		tlsHandshakes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_tls_handshakes_total", Help: "Server TLS handshakes by result (ok or error).",
+		}, []string{"result"}),
+		tlsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "jim_tls_cert_reloads_total", Help: "TLS certificate reloads by result (ok or error).",
+		}, []string{"result"}),
 	}
 	r.MustRegister(m.connections, m.accepted, m.disconnects, m.decodeErrors,
-		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests, m.rateLimited)
+		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests, m.rateLimited,
+		m.tlsHandshakes, m.tlsReloads)
 	return m
 }

@@ -87,6 +87,16 @@ type Options struct {
 	// ShutdownGrace bounds how long Stop waits for queued writes to drain.
 	// Zero means 5 s.
 	ShutdownGrace time.Duration
+
+	// TLSCertFile and TLSKeyFile are PEM files with the certificate chain
+	// and its private key. With both set, a connection whose first byte
+	// starts a TLS handshake gets TLS (1.2 or 1.3) on the same port, and J-IM
+	// TCP, WebSocket and HTTP work inside it; Server.ReloadTLS re-reads the
+	// files. Both empty means no TLS: such connections are closed with
+	// reason "tls_not_configured". One without the other, or files that do
+	// not load, make Validate and Serve fail.
+	TLSCertFile string
+	TLSKeyFile  string
 }
 
 func (o *Options) setDefaults() {

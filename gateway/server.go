@@ -60,9 +60,13 @@ type Server struct {
 	nOpen    atomic.Int64
 	perIP    ipCounter
 	draining atomic.Bool // lame duck: refuse new connections, shed old ones
+
+	tls    *serverTLS // nil without a certificate
+	tlsErr error      // why the certificate did not load; Serve returns it
 }
 
-// New builds a server; Serve starts it.
+// New builds a server; Serve starts it. A TLS certificate that does not load
+// makes Serve fail at once; Options.Validate reports the same error earlier.
 func New(o Options, h Handler) *Server {
 	o.setDefaults()
 	s := &Server{
@@ -78,6 +82,9 @@ func New(o Options, h Handler) *Server {
 	if o.AuthTimeout > 0 {
 		s.auSeconds = int64((o.AuthTimeout + time.Second - 1) / time.Second)
 	}
+	if o.TLSCertFile != "" || o.TLSKeyFile != "" {
+		s.tls, s.tlsErr = newServerTLS(o.TLSCertFile, o.TLSKeyFile)
+	}
 	return s
 }
 
@@ -90,8 +97,12 @@ func (s *Server) Started() <-chan struct{} { return s.started }
 // Connections is the number of open connections.
 func (s *Server) Connections() int { return int(s.nOpen.Load()) }
 
-// Serve runs the engine until Stop; it blocks.
+// Serve runs the engine until Stop; it blocks. It fails before listening if
+// the TLS certificate or key did not load.
 func (s *Server) Serve() error {
+	if s.tlsErr != nil {
+		return s.tlsErr
+	}
 	loops := s.opts.NumEventLoop
 	if loops <= 0 {
 		loops = runtime.GOMAXPROCS(0)
@@ -210,6 +221,9 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	s.metrics.disconnects.WithLabelValues(reason).Inc()
 	s.metrics.connections.WithLabelValues(protoLabel(c)).Dec()
+	if c.tls != nil {
+		c.tls.release()
+	}
 	if c.state == stateTCP || c.state == stateWS {
 		s.h.Closed(c)
 	}
@@ -224,7 +238,8 @@ func protoLabel(c *conn) string {
 }
 
 // OnTraffic implements gnet.EventHandler: it reads everything buffered and
-// runs the connection's state machine over it.
+// runs the connection's state machine over it, under the TLS layer if the
+// connection has one.
 func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	c, ok := gc.Context().(*conn)
 	if !ok {
@@ -232,12 +247,20 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	buf, _ := gc.Peek(-1)
 	if len(buf) == 0 {
+		if c.tls != nil {
+			// Woken after an asynchronous reply: decrypted requests may
+			// be waiting.
+			return s.trafficTLS(c, nil)
+		}
 		return gnet.None
 	}
 	c.lastActive.Store(s.wheel.now.Load())
 	if !s.allowBytes(c, len(buf)) {
 		c.setReason(reasonByteRate)
 		return gnet.Close
+	}
+	if c.tls != nil {
+		return s.trafficTLS(c, buf)
 	}
 	consumed, keep := s.process(c, buf)
 	if consumed > 0 {
@@ -246,6 +269,11 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	}
 	if !keep {
 		return gnet.Close
+	}
+	if c.tls != nil {
+		// The sniffer saw a ClientHello and consumed nothing: from here
+		// on the bytes are TLS records.
+		return s.trafficTLS(c, buf)
 	}
 	return gnet.None
 }
@@ -306,8 +334,20 @@ func (s *Server) sniff(c *conn, b []byte) (int, bool) {
 	case codec.ProtoHTTP:
 		s.setProto(c, stateHTTP, codec.ProtoHTTP)
 	case codec.ProtoTLS:
-		c.setReason(reasonTLSDisabled)
-		return 0, false
+		switch {
+		case c.tls != nil:
+			// A ClientHello inside TLS: nothing speaks that.
+			c.setReason(reasonGarbage)
+			s.metrics.decodeErrors.WithLabelValues("tls").Inc()
+			return 0, false
+		case s.tls == nil:
+			c.setReason(reasonTLSDisabled)
+			return 0, false
+		}
+		// The state stays stateSniff: the plaintext inside is sniffed
+		// again, and until then the login deadline covers the handshake.
+		s.startTLS(c)
+		return 0, true
 	default:
 		c.setReason(reasonGarbage)
 		s.metrics.decodeErrors.WithLabelValues("unknown").Inc()
