@@ -115,7 +115,7 @@ func (d *Dispatcher) apiSend(r APIRequest, reply func(APIResponse)) {
 		from = apiSender
 	}
 	if !d.pool.trySubmit(apiKey(from), func() {
-		reply(apiJSON(http.StatusOK, d.chat(from, &cb, false)))
+		d.chat(from, &cb, false, func(resp []byte) { reply(apiJSON(http.StatusOK, resp)) })
 	}) {
 		d.m.queueFull.Inc()
 		reply(apiJSON(http.StatusServiceUnavailable, codec.StatusResp(codec.CmdChatResp, codec.StatusBusy)))

@@ -65,7 +65,7 @@ func TestJWTLogin(t *testing.T) {
 	// Query login goes through the same authenticator.
 	c = newConn()
 	d.LoginFromQuery(c, "mallory", "", strings.Replace(good, ".", ".x", 1))
-	d.pool.barrier()
+	settle(d)
 	if r := c.one(t); r.Code != 10008 {
 		t.Fatalf("query login with bad token %s", r.o.JSON)
 	}

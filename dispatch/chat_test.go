@@ -327,6 +327,10 @@ func (failingStore) Append(context.Context, *storage.Message, []string) (storage
 	return storage.Ack{}, errors.New("disk full")
 }
 
+func (f failingStore) AppendAsync(ctx context.Context, m *storage.Message, off []string, done func(storage.Ack, error)) {
+	done(f.Append(ctx, m, off))
+}
+
 func TestStoreFailureNotDelivered(t *testing.T) {
 	d, _ := newDispatcher(t, Options{Store: failingStore{storage.NewMemory()}})
 	a := login(t, d, "a")
@@ -337,5 +341,27 @@ func TestStoreFailureNotDelivered(t *testing.T) {
 	}
 	if len(b.take()) != 0 {
 		t.Fatal("delivered without being stored")
+	}
+}
+
+// Past NoticeMaxMembers online members, a join is told only to the joiner:
+// notifying everyone would be quadratic in the group size.
+func TestJoinNoticesCappedInBigGroups(t *testing.T) {
+	d, _ := newDispatcher(t, Options{NoticeMaxMembers: 2})
+	a := login(t, d, "a")
+	b := login(t, d, "b")
+	c := login(t, d, "c")
+	do(d, a, codec.CmdJoinGroupReq, `{"groupId":"big"}`)
+	do(d, b, codec.CmdJoinGroupReq, `{"groupId":"big"}`)
+	if rs := a.replies(t); len(rs) != 2 || rs[1].Command != 9 {
+		t.Fatalf("a, small group: %v", rs)
+	}
+	b.take()
+	do(d, c, codec.CmdJoinGroupReq, `{"groupId":"big"}`)
+	if rs := c.replies(t); len(rs) != 1 || rs[0].Command != 9 || rs[0].User.UserID != "c" {
+		t.Fatalf("the joiner must still hear of its join: %v", rs)
+	}
+	if n := len(a.take()) + len(b.take()); n != 0 {
+		t.Fatalf("%d notices sent to members of a group over the cap", n)
 	}
 }

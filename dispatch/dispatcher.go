@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -42,6 +43,11 @@ type Options struct {
 	// MaxGroupMembers refuses joins (cmd 8, result "full") beyond this many
 	// members; 0 means unlimited.
 	MaxGroupMembers int
+	// NoticeMaxMembers limits join and leave notices (cmd 9 and 10) to
+	// groups with at most this many online members; in bigger groups only
+	// the joiner gets its own join notice. Zero means 500; negative means
+	// always notify everyone, as J-IM does.
+	NoticeMaxMembers int
 }
 
 // Dispatcher runs J-IM commands for the gateway's connections. All its
@@ -51,6 +57,8 @@ type Dispatcher struct {
 	ownStore   bool
 	auth       Authenticator
 	pool       *pool
+	fin        *ordered       // finishes durable chats, in order per conversation
+	inflight   sync.WaitGroup // chats handed to the store and not yet finished
 	hub        *hub
 	log        *slog.Logger
 	m          *metrics
@@ -59,6 +67,7 @@ type Dispatcher struct {
 	defGroups  []string
 	groupNames map[string]string
 	maxMembers int
+	noticeCap  int
 	ctx        context.Context
 	now        func() time.Time
 }
@@ -73,8 +82,12 @@ func New(o Options) *Dispatcher {
 		defGroups:  append([]string(nil), o.DefaultGroups...),
 		groupNames: o.GroupNames,
 		maxMembers: o.MaxGroupMembers,
+		noticeCap:  o.NoticeMaxMembers,
 		ctx:        context.Background(),
 		now:        time.Now,
+	}
+	if d.noticeCap == 0 {
+		d.noticeCap = 500
 	}
 	if d.store == nil {
 		d.store = storage.NewMemory()
@@ -98,6 +111,7 @@ func New(o Options) *Dispatcher {
 		qlen = 4096
 	}
 	d.pool = newPool(workers, qlen)
+	d.fin = newOrdered(workers)
 	d.m = newMetrics(func() float64 { return float64(d.hub.sessionCount()) })
 	if o.Registerer != nil {
 		if err := d.m.register(o.Registerer); err != nil {
@@ -199,6 +213,10 @@ func (d *Dispatcher) closed(c Conn) {
 // store if the Dispatcher created it.
 func (d *Dispatcher) Close() {
 	d.pool.stop()
+	// Chats already handed to the store are acknowledged work: wait for the
+	// store to report them and for their delivery.
+	d.inflight.Wait()
+	d.fin.stop()
 	if d.ownStore {
 		_ = d.store.Close()
 	}

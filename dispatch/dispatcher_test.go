@@ -49,7 +49,7 @@ func TestSeqEcho(t *testing.T) {
 	c := newConn()
 	d.Handle(c, Packet{Cmd: codec.CmdHeartbeatReq, Seq: 7, HasSeq: true})
 	d.Handle(c, Packet{Cmd: codec.CmdLoginReq, Seq: 8, HasSeq: true, Body: []byte(`{"userId":"u"}`)})
-	d.pool.barrier()
+	settle(d)
 	got := c.take()
 	if len(got) != 2 || !got[0].HasSeq || got[0].Seq != 7 || !got[1].HasSeq || got[1].Seq != 8 || got[1].Cmd != codec.CmdLoginResp {
 		t.Fatalf("seq not echoed: %+v", got)
@@ -98,7 +98,7 @@ func TestLoginPipelinedWithChat(t *testing.T) {
 	// the login, so the gate is applied on the worker, in order.
 	d.Handle(a, Packet{Cmd: codec.CmdLoginReq, Body: []byte(`{"userId":"a"}`)})
 	d.Handle(a, Packet{Cmd: codec.CmdChatReq, Body: []byte(`{"chatType":2,"to":"b","content":"hi"}`)})
-	d.pool.barrier()
+	settle(d)
 	rs := a.replies(t)
 	if len(rs) != 2 || rs[0].Code != 10007 || rs[1].Command != 12 || rs[1].Code != 10000 {
 		t.Fatalf("pipelined replies %+v", rs)
@@ -180,7 +180,7 @@ func TestLoginFromQuery(t *testing.T) {
 	d, _ := newDispatcher(t, Options{})
 	c := newConn()
 	d.LoginFromQuery(c, "web1", "123", "")
-	d.pool.barrier()
+	settle(d)
 	if r := c.one(t); r.Command != 6 || r.Code != 10007 || c.UserID() != "web1" {
 		t.Fatalf("query login %+v", r)
 	}
@@ -194,12 +194,12 @@ func TestClosedExitNoticeKeepsMembership(t *testing.T) {
 	a1.take()
 	a2.take()
 	d.Closed(a1)
-	d.pool.barrier()
+	settle(d)
 	if got := b.take(); len(got) != 0 {
 		t.Fatalf("exit notice while a still has a connection: %s", got[0].JSON)
 	}
 	d.Closed(a2)
-	d.pool.barrier()
+	settle(d)
 	r := b.one(t)
 	var data codec.ExitNotifyData
 	r.data(t, &data)
@@ -215,7 +215,7 @@ func TestClosedExitNoticeKeepsMembership(t *testing.T) {
 	// Closing twice, or a never-logged-in connection, is harmless.
 	d.Closed(a2)
 	d.Closed(newConn())
-	d.pool.barrier()
+	settle(d)
 }
 
 func TestCloseCommand(t *testing.T) {
@@ -264,7 +264,7 @@ func TestPoolFullBusy(t *testing.T) {
 	// A close is never dropped, even with the queue full.
 	d.Closed(c)
 	close(release)
-	d.pool.barrier()
+	settle(d)
 }
 
 func TestMetricsRegistered(t *testing.T) {

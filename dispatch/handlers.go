@@ -130,7 +130,15 @@ func (d *Dispatcher) joinNotice(gid string, u *codec.User) {
 		Code: codec.StatusJoinGroupOK, Command: codec.CmdJoinGroupNotify, Group: gid,
 		Msg: codec.StatusJoinGroupOK.Msg(), User: &codec.User{UserID: u.UserID, Nick: u.Nick, Status: "online"},
 	})
-	d.sendAll(d.hub.groupConns(nil, gid, ""), codec.NewOutbound(codec.CmdJoinGroupNotify, json))
+	o := codec.NewOutbound(codec.CmdJoinGroupNotify, json)
+	if d.noticeCap > 0 && d.hub.groupOnlineCount(gid) > d.noticeCap {
+		// In a big group a notice per join to every member is quadratic
+		// traffic (10,000 logins would send 50 million notices); only the
+		// joiner hears of it, which is what J-IM clients wait for.
+		d.sendAll(d.hub.conns(u.UserID), o)
+		return
+	}
+	d.sendAll(d.hub.groupConns(nil, gid, ""), o)
 }
 
 // exitNotice tells gid's online members other than uid that uid left (cmd
@@ -139,6 +147,9 @@ func (d *Dispatcher) exitNotice(gid, uid string, u *codec.User) {
 	user := &codec.User{UserID: uid, Status: "offline"}
 	if u != nil {
 		user.Nick = u.Nick
+	}
+	if d.noticeCap > 0 && d.hub.groupOnlineCount(gid) > d.noticeCap {
+		return // see joinNotice
 	}
 	json := d.marshal(&codec.Resp{Command: codec.CmdExitGroupNotify, Data: &codec.ExitNotifyData{Group: gid, User: user}})
 	d.sendAll(d.hub.groupConns(nil, gid, uid), codec.NewOutbound(codec.CmdExitGroupNotify, json))
@@ -218,14 +229,19 @@ func (d *Dispatcher) handleChat(c Conn, p *Packet) {
 		d.reply(c, p, codec.CmdChatResp, codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
 		return
 	}
-	d.reply(c, p, codec.CmdChatResp, d.chat(c.UserID(), &cb, true))
+	d.chat(c.UserID(), &cb, true, func(resp []byte) { d.reply(c, p, codec.CmdChatResp, resp) })
 }
 
-// chat stores and delivers one chat message from user from and returns the
-// sender's cmd-12 reply. The message is durable before anyone sees it; one
-// Outbound carries it to every receiving connection. checkMember is false
-// only for the HTTP API's pseudo-sender.
-func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []byte {
+// chat stores and delivers one chat message from user from, and hands the
+// sender's cmd-12 reply to done. The message is durable before anyone sees
+// it; one Outbound carries it to every receiving connection. checkMember is
+// false only for the HTTP API's pseudo-sender.
+//
+// The worker that calls chat does not wait for the disk: the append is
+// queued and the rest runs when the store reports it durable, on the
+// conversation's ordered queue. That lets one group commit hold as many
+// messages as are in flight, and keeps each conversation in seq order.
+func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, done func([]byte)) {
 	cb.Normalize()
 	clientID := cb.ID
 	// The sender is whoever is logged in, whatever the body claims.
@@ -235,53 +251,63 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 	}
 	msg := &storage.Message{ChatType: int(cb.ChatType), From: from, MsgType: int(cb.MsgType),
 		Content: cb.Content, CreateTime: int64(cb.CreateTime), Extras: cb.Extras, ClientID: clientID}
-	var conns []Conn
 	var offline []string
-	var online []string // recipients with connections at check time
-	var firstConn []int // index in conns of each online recipient's first
 	switch cb.ChatType {
 	case codec.ChatTypePrivate:
 		if cb.To == "" {
-			return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
+			done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+			return
 		}
 		cb.GroupID = ""
 		msg.To, msg.Conv = cb.To, storage.PrivateConv(from, cb.To)
-		conns = d.hub.conns(cb.To)
-		if len(conns) == 0 {
+		if !d.hub.online(cb.To) {
 			offline = []string{cb.To}
-		} else {
-			online, firstConn = []string{cb.To}, []int{0}
 		}
 	case codec.ChatTypeGroup:
 		gid := cb.GroupID
 		if gid == "" {
-			return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
+			done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+			return
 		}
 		cb.To = ""
 		if checkMember && !d.hub.inGroup(from, gid) {
-			return codec.StatusResp(codec.CmdChatResp, codec.StatusForbidden)
+			done(codec.StatusResp(codec.CmdChatResp, codec.StatusForbidden))
+			return
 		}
 		members, err := d.store.GroupMembers(d.ctx, gid)
 		if err != nil {
 			d.log.Warn("dispatch: group members", "group", gid, "err", err)
-			return codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed)
+			done(codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed))
+			return
 		}
 		msg.GroupID, msg.Conv = gid, storage.GroupConv(gid)
 		for _, m := range members {
-			if cs := d.hub.conns(m); len(cs) > 0 {
-				online, firstConn = append(online, m), append(firstConn, len(conns))
-				conns = append(conns, cs...)
-			} else {
+			if !d.hub.online(m) {
 				offline = append(offline, m)
 			}
 		}
 	default:
-		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
+		done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+		return
 	}
 
-	ack, err := d.store.Append(d.ctx, msg, offline)
+	d.inflight.Add(1)
+	d.store.AppendAsync(d.ctx, msg, offline, func(ack storage.Ack, err error) {
+		// On the store's goroutine: hand off at once, keyed by conversation.
+		d.fin.submit(msg.Conv, func() {
+			defer d.inflight.Done()
+			done(d.finishChat(msg, cb, offline, clientID, ack, err))
+		})
+	})
+}
+
+// finishChat delivers a message the store has made durable and returns the
+// sender's reply. Recipients are looked up again now: whoever came online
+// since the append gets it live (and possibly from the offline queue too,
+// which the client de-duplicates by id), whoever left is queued offline.
+func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offline []string, clientID string, ack storage.Ack, err error) []byte {
 	if err != nil {
-		d.log.Warn("dispatch: storing chat", "from", from, "conv", msg.Conv, "err", err)
+		d.log.Warn("dispatch: storing chat", "from", msg.From, "conv", msg.Conv, "err", err)
 		return codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed)
 	}
 	ackData := &codec.ChatAck{ClientID: clientID, ID: ack.ID, Seq: ack.Seq}
@@ -297,11 +323,30 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool) []b
 		d.log.Error("dispatch: encoding chat", "err", err)
 		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
 	}
+	var conns []Conn
+	var online []string // recipients with connections now
+	var firstConn []int // index in conns of each online recipient's first
+	add := func(u string) {
+		if cs := d.hub.conns(u); len(cs) > 0 {
+			online, firstConn = append(online, u), append(firstConn, len(conns))
+			conns = append(conns, cs...)
+		}
+	}
+	if cb.ChatType == codec.ChatTypePrivate {
+		add(cb.To)
+	} else {
+		for _, u := range d.hub.groupOnline(cb.GroupID) {
+			add(u)
+		}
+	}
 	start := time.Now()
 	n, missed := d.deliver(conns, online, firstConn, codec.NewOutbound(codec.CmdChatReq, fwd))
 	d.m.fanout.Observe(time.Since(start).Seconds())
 	d.m.deliveries.Add(float64(n))
 	for _, u := range missed {
+		if slices.Contains(offline, u) {
+			continue // queued with the append already
+		}
 		// Online at the check, gone at the send: queue it as if the user
 		// had been offline, so the message is not lost to them.
 		if err := d.store.QueueOffline(d.ctx, u, []*storage.Message{msg}); err != nil {

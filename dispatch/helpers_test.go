@@ -138,10 +138,18 @@ func newDispatcher(t *testing.T, o Options) (*Dispatcher, storage.Store) {
 	return d, o.Store
 }
 
-// do handles one packet and waits until the workers are idle.
+// do handles one packet and waits until the workers are idle and every chat
+// the store accepted has been finished.
 func do(d *Dispatcher, c Conn, cmd codec.Cmd, body string) {
 	d.Handle(c, Packet{Cmd: cmd, Body: []byte(body)})
+	settle(d)
+}
+
+// settle waits until the workers are idle and every chat the store accepted
+// has been finished.
+func settle(d *Dispatcher) {
 	d.pool.barrier()
+	d.inflight.Wait()
 }
 
 // login logs a fresh connection in as uid and discards its replies.

@@ -239,6 +239,14 @@ func (h *hub) groupOnline(gid string) []string {
 	return out
 }
 
+// groupOnlineCount is the number of online members of gid.
+func (h *hub) groupOnlineCount(gid string) int {
+	gs := &h.groups[shard(gid)]
+	gs.mu.RLock()
+	defer gs.mu.RUnlock()
+	return len(gs.m[gid])
+}
+
 // groupConns appends the connections of every online member of gid to dst.
 // except, if non-empty, is skipped.
 func (h *hub) groupConns(dst []Conn, gid, except string) []Conn {

@@ -27,7 +27,7 @@ func TestConcurrentChurn(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	d.pool.barrier()
+	settle(d)
 	if n := d.Sessions(); n != 0 {
 		t.Fatalf("%d sessions left", n)
 	}

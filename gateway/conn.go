@@ -244,12 +244,34 @@ func (c *conn) flush() {
 // flushes every dirty connection, so a fan-out of many messages costs one
 // write per connection per pass, not one per message.
 type loopState struct {
-	el        gnet.EventLoop
+	el gnet.EventLoop
+
+	// conns lists the loop's open connections, for shutdown and lame duck.
+	// A plain map per loop costs a fraction of a sync.Map entry per
+	// connection, and only the loop itself writes it.
+	connsMu sync.Mutex
+	conns   map[*conn]struct{}
+
 	tlsBuf    []byte // loop-owned scratch for decrypted TLS records
 	mu        sync.Mutex
 	dirty     []*conn
 	spare     []*conn
 	scheduled bool
+}
+
+func (l *loopState) add(c *conn) {
+	l.connsMu.Lock()
+	if l.conns == nil {
+		l.conns = make(map[*conn]struct{})
+	}
+	l.conns[c] = struct{}{}
+	l.connsMu.Unlock()
+}
+
+func (l *loopState) remove(c *conn) {
+	l.connsMu.Lock()
+	delete(l.conns, c)
+	l.connsMu.Unlock()
 }
 
 func (l *loopState) markDirty(c *conn) {

@@ -12,11 +12,7 @@ func (s *Server) LameDuck(window time.Duration) {
 	if !s.draining.CompareAndSwap(false, true) {
 		return
 	}
-	var victims []*conn
-	s.open.Range(func(_, v any) bool {
-		victims = append(victims, v.(*conn))
-		return true
-	})
+	victims := s.snapshot()
 	if len(victims) == 0 {
 		return
 	}

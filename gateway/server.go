@@ -56,7 +56,6 @@ type Server struct {
 	hbSeconds int64 // idle timeout in wheel seconds; 0 disables
 	auSeconds int64 // login timeout in wheel seconds; 0 disables
 
-	open     sync.Map // id -> *conn, to close everything on shutdown
 	nOpen    atomic.Int64
 	perIP    ipCounter
 	draining atomic.Bool // lame duck: refuse new connections, shed old ones
@@ -142,10 +141,9 @@ func (s *Server) Stop(ctx context.Context) error {
 	default:
 		return nil
 	}
-	s.open.Range(func(_, v any) bool {
-		v.(*conn).Close(reasonShutdown)
-		return true
-	})
+	for _, c := range s.snapshot() {
+		c.Close(reasonShutdown)
+	}
 	grace, cancel := context.WithTimeout(ctx, s.opts.ShutdownGrace)
 	defer cancel()
 	for s.nOpen.Load() > 0 {
@@ -173,7 +171,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c.opened = now
 	c.lastActive.Store(now)
 	gc.SetContext(c)
-	s.open.Store(c.id, c)
+	c.loop.add(c)
 	n := s.nOpen.Add(1)
 	s.metrics.accepted.Inc()
 	s.metrics.connections.WithLabelValues("unknown").Inc()
@@ -214,7 +212,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	if reason == "" {
 		reason = reasonPeer
 	}
-	s.open.Delete(c.id)
+	c.loop.remove(c)
 	s.nOpen.Add(-1)
 	if c.ipSlot {
 		s.perIP.dec(addrOf(c.remote))
@@ -488,13 +486,13 @@ func (c *conn) isClosed() bool {
 // looked at: its login deadline, or its idle deadline when logins are not
 // timed.
 func (s *Server) firstDeadline(c *conn) int64 {
-	switch {
-	case s.auSeconds > 0:
-		return c.opened + s.auSeconds
-	case s.hbSeconds > 0:
-		return c.opened + s.hbSeconds
+	d := int64(0)
+	for _, t := range [...]int64{s.auSeconds, s.hbSeconds} {
+		if t > 0 && (d == 0 || c.opened+t < d) {
+			d = c.opened + t
+		}
 	}
-	return 0
+	return d
 }
 
 // clock advances the timing wheel once a second and expires connections.
@@ -539,6 +537,25 @@ func (s *Server) expire() {
 			s.wheel.add(c, deadline)
 		}
 	}
+}
+
+// snapshot lists the open connections, for shutdown and lame duck.
+func (s *Server) snapshot() []*conn {
+	s.loopsMu.Lock()
+	loops := make([]*loopState, 0, len(s.loops))
+	for _, l := range s.loops {
+		loops = append(loops, l)
+	}
+	s.loopsMu.Unlock()
+	var out []*conn
+	for _, l := range loops {
+		l.connsMu.Lock()
+		for c := range l.conns {
+			out = append(out, c)
+		}
+		l.connsMu.Unlock()
+	}
+	return out
 }
 
 func (s *Server) loopFor(el gnet.EventLoop) *loopState {

@@ -162,6 +162,20 @@ type wreq struct {
 	ack   Ack
 	err   error
 	done  chan struct{}
+	cb    func(Ack, error) // AppendAsync's continuation, called instead of closing done
+	orig  *Message         // AppendAsync's caller's message, to set ID and Seq on
+}
+
+// finish reports r's outcome to whoever waits for it.
+func (r *wreq) finish() {
+	if r.cb == nil {
+		close(r.done)
+		return
+	}
+	if r.err == nil && !r.ack.Duplicate {
+		r.orig.ID, r.orig.Seq = r.ack.ID, r.ack.Seq
+	}
+	r.cb(r.ack, r.err)
 }
 
 // OpenBadger opens (creating if needed) the store in dir.
@@ -396,13 +410,14 @@ func (b *Badger) fail(err error) error {
 	return *b.broken.Load()
 }
 
-// Append implements Store.
-func (b *Badger) Append(ctx context.Context, msg *Message, offline []string) (Ack, error) {
+// appendReq validates msg and builds its write request, with the dedup
+// pre-check done on the caller's goroutine.
+func (b *Badger) appendReq(msg *Message, offline []string) (*wreq, error) {
 	if err := partsOK(msg.Conv, msg.From); err != nil {
-		return Ack{}, err
+		return nil, err
 	}
 	if err := partsOK(offline...); err != nil {
-		return Ack{}, err
+		return nil, err
 	}
 	r := &wreq{kind: wAppend, msg: msg.Clone(), users: offline}
 	if msg.ClientID != "" {
@@ -412,11 +427,44 @@ func (b *Badger) Append(ctx context.Context, msg *Message, offline []string) (Ac
 		r.gen0 = b.commitGen.Load()
 		a, ok, err := b.lookupDedup(msg.From, msg.ClientID)
 		if err != nil {
-			return Ack{}, err
+			return nil, err
 		}
 		if ok {
 			r.kind, r.ack = wDup, a
 		}
+	}
+	return r, nil
+}
+
+// AppendAsync implements Store: done is called by the syncer once the batch
+// holding msg is synced, in batch order.
+func (b *Badger) AppendAsync(ctx context.Context, msg *Message, offline []string, done func(Ack, error)) {
+	r, err := b.appendReq(msg, offline)
+	if err != nil {
+		done(Ack{}, err)
+		return
+	}
+	r.cb, r.orig = done, msg
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		done(Ack{}, ErrClosed)
+		return
+	}
+	select {
+	case b.reqs <- r:
+		b.closeMu.RUnlock()
+	case <-ctx.Done():
+		b.closeMu.RUnlock()
+		done(Ack{}, ctx.Err())
+	}
+}
+
+// Append implements Store.
+func (b *Badger) Append(ctx context.Context, msg *Message, offline []string) (Ack, error) {
+	r, err := b.appendReq(msg, offline)
+	if err != nil {
+		return Ack{}, err
 	}
 	if err := b.submit(ctx, r); err != nil {
 		return Ack{}, err
@@ -571,7 +619,7 @@ func (b *Badger) syncer() {
 				if r.err == nil && serr != nil {
 					r.err = serr
 				}
-				close(r.done)
+				r.finish()
 			}
 		}
 	}

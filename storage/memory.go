@@ -54,6 +54,13 @@ func NewMemory() *Memory {
 }
 
 // Append implements Store.
+// AppendAsync implements Store. The memory store is as durable as it gets
+// at once, so done runs before AppendAsync returns.
+func (m *Memory) AppendAsync(ctx context.Context, msg *Message, offline []string, done func(Ack, error)) {
+	done(m.Append(ctx, msg, offline))
+}
+
+// Append implements Store.
 func (m *Memory) Append(_ context.Context, msg *Message, offline []string) (Ack, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()

@@ -131,6 +131,16 @@ type Store interface {
 	// after a lost ack is not delivered twice.
 	Append(ctx context.Context, msg *Message, offline []string) (Ack, error)
 
+	// AppendAsync is Append without the wait: it queues msg (blocking only
+	// while the store's bounded input is full) and returns; done is called
+	// exactly once, when msg is durable or has failed, usually from the
+	// store's own goroutine. For one store, done calls come in the order
+	// the messages got their seqs, so a caller that hands them on to one
+	// queue per conversation delivers every conversation in order. done must
+	// return quickly and must not call the store. msg.ID and msg.Seq are set
+	// before done runs.
+	AppendAsync(ctx context.Context, msg *Message, offline []string, done func(Ack, error))
+
 	// History returns a window of conv's messages, oldest first.
 	History(ctx context.Context, conv string, q Query) ([]*Message, error)
 

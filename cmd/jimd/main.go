@@ -8,6 +8,9 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"strings"
@@ -51,6 +54,18 @@ func run(args []string) error {
 		storeKind  = fs.String("store", "badger", "message store: badger (durable, under -data) or memory (lost on exit)")
 		retAge     = fs.Duration("retention-age", 0, "delete messages older than this (0 keeps them forever)")
 		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all)")
+		tlsCert    = fs.String("tls-cert", "", "PEM certificate: TLS (TCP, WSS, HTTPS) on the same port; reloaded on SIGHUP")
+		tlsKey     = fs.String("tls-key", "", "PEM private key of -tls-cert")
+		maxConns   = fs.Int("max-conns", 0, "cap on open connections (0: the file limit)")
+		maxPerIP   = fs.Int("max-conns-per-ip", 0, "cap on open connections per source address (0: none)")
+		preAuth    = fs.Int("max-pre-auth-body", 16<<10, "largest frame or message accepted before login, in bytes")
+		msgRate    = fs.Float64("msg-rate", 0, "inbound messages per second per connection (0: unlimited); over it gets status 10104")
+		msgBurst   = fs.Int("msg-burst", 0, "burst of -msg-rate (0: two seconds' worth)")
+		byteRate   = fs.Float64("byte-rate", 0, "inbound bytes per second per connection (0: unlimited); far over it disconnects")
+		maxMembers = fs.Int("max-group-members", 0, "refuse joins beyond this many members per group (0: unlimited)")
+		noticeMax  = fs.Int("notice-max-members", 500, "send join/leave notices only in groups with at most this many online members (-1: always)")
+		lameDuck   = fs.Duration("lame-duck-window", 30*time.Second, "on SIGUSR2, spread disconnects over this window while /healthz reports draining")
+		pprofAddr  = fs.String("pprof-addr", "", "serve /debug/pprof on this address (empty: off); keep it on loopback")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -66,6 +81,37 @@ func run(args []string) error {
 		log.Warn("could not raise the open-file limit", "err", err)
 	} else {
 		log.Info("open-file limit", "nofile", n)
+	}
+
+	gopts := gateway.Options{
+		Addr:             *addr,
+		NumEventLoop:     *loops,
+		HeartbeatTimeout: disabledIsNegative(*hbTimeout),
+		AuthTimeout:      disabledIsNegative(*auTimeout),
+		MaxOutbound:      *maxOut,
+		MaxTCPBody:       *maxBody,
+		MaxWSMessage:     *maxWS,
+		WSRequireMask:    *wsStrict,
+		TLSCertFile:      *tlsCert,
+		TLSKeyFile:       *tlsKey,
+		MaxConns:         *maxConns,
+		MaxConnsPerIP:    *maxPerIP,
+		MaxPreAuthBody:   *preAuth,
+		MsgRate:          *msgRate,
+		MsgBurst:         *msgBurst,
+		ByteRate:         *byteRate,
+		Static:           web.FS(),
+		Logger:           log,
+		ShutdownGrace:    *drainGrace,
+	}
+	// A bad certificate fails here, before the data directory is touched.
+	if err := gopts.Validate(); err != nil {
+		return err
+	}
+	if *pprofAddr != "" {
+		if err := servePprof(*pprofAddr, log); err != nil {
+			return err
+		}
 	}
 
 	reg := prometheus.NewRegistry()
@@ -104,6 +150,9 @@ func run(args []string) error {
 		Registerer: reg,
 		Logger:     log,
 		APIKey:     *apiKey,
+
+		MaxGroupMembers:  *maxMembers,
+		NoticeMaxMembers: *noticeMax,
 	}
 	if *defGroups != "" {
 		for _, g := range strings.Split(*defGroups, ",") {
@@ -118,20 +167,8 @@ func run(args []string) error {
 	d := dispatch.New(dopts)
 	defer d.Close()
 
-	srv := gateway.New(gateway.Options{
-		Addr:             *addr,
-		NumEventLoop:     *loops,
-		HeartbeatTimeout: disabledIsNegative(*hbTimeout),
-		AuthTimeout:      disabledIsNegative(*auTimeout),
-		MaxOutbound:      *maxOut,
-		MaxTCPBody:       *maxBody,
-		MaxWSMessage:     *maxWS,
-		WSRequireMask:    *wsStrict,
-		Static:           web.FS(),
-		Registry:         reg,
-		Logger:           log,
-		ShutdownGrace:    *drainGrace,
-	}, d)
+	gopts.Registry = reg
+	srv := gateway.New(gopts, d)
 
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve() }()
@@ -143,12 +180,31 @@ func run(args []string) error {
 	}
 
 	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case err := <-errc:
-		return err
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGUSR2)
+wait:
+	for {
+		select {
+		case s := <-sig:
+			switch s {
+			case syscall.SIGHUP:
+				if !srv.TLSEnabled() {
+					continue
+				}
+				if err := srv.ReloadTLS(); err != nil {
+					log.Error("TLS certificate reload failed; keeping the current one", "err", err)
+				} else {
+					log.Info("TLS certificate reloaded")
+				}
+			case syscall.SIGUSR2:
+				log.Info("lame duck: shedding connections", "window", lameDuck.String())
+				srv.LameDuck(*lameDuck)
+			default:
+				log.Info("shutting down", "signal", s.String())
+				break wait
+			}
+		case err := <-errc:
+			return err
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), *drainGrace+5*time.Second)
 	defer cancel()
@@ -159,6 +215,28 @@ func run(args []string) error {
 		return err
 	}
 	log.Info("stopped")
+	return nil
+}
+
+// servePprof serves the runtime profiles on addr, on an ordinary net/http
+// server apart from the gateway: it is for operators, not clients.
+func servePprof(addr string, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("pprof listener: %w", err)
+	}
+	if ta, ok := l.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() {
+		log.Warn("pprof is reachable from other hosts", "addr", l.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	log.Info("pprof listening", "addr", l.Addr().String())
 	return nil
 }
 
