@@ -83,7 +83,10 @@ func (d *Dispatcher) login(c Conn, p *Packet, req codec.LoginReq) {
 		d.loginFailed(c, p)
 		return
 	}
-	uid := u.UserID
+	// The id may alias the whole login body (sonic does not copy strings);
+	// a copy keeps only the id alive for as long as the session lasts.
+	uid := strings.Clone(u.UserID)
+	u.UserID = uid
 	if cur := c.UserID(); cur != "" && cur != uid {
 		// Switching users on a live connection would leave the old user's
 		// state half torn down; the client must reconnect instead.

@@ -47,27 +47,24 @@ const (
 // gnet's own state included.
 type conn struct {
 	gc     gnet.Conn
-	srv    *Server
-	loop   *loopState // set at open, never changed
+	loop   *loopState // set at open, never changed; loop.srv is the server
 	id     uint64
 	remote net.Addr
 	proto  atomic.Uint32 // codec.Proto, read by dispatch from worker goroutines
-	// httpBusy stops request parsing while an asynchronous API reply is
-	// pending, so pipelined requests are answered in order.
-	httpBusy atomic.Bool
-	ws       *codec.WSDecoder
-	lim      *connLimits // nil unless rate limits are configured
-	tls      *tlsConn    // nil unless the connection began with a TLS ClientHello
+	opened int32         // wheel clock at open, for the login deadline
+	ws     *codec.WSDecoder
+	lim    *connLimits // nil unless rate limits are configured
+	tls    *tlsConn    // nil unless the connection began with a TLS ClientHello
 
 	// lastActive is the wheel clock (seconds) of the last inbound bytes.
 	lastActive atomic.Int64
-	opened     int64 // wheel clock at open, for the login deadline
 	userID     atomic.Pointer[string]
 
 	mu         sync.Mutex // guards the fields below, up to the loop-owned ones
 	out        []byte     // frames queued since the last flush
-	reason     string     // why it is closing, for metrics
 	buffered   int        // gnet outbound bytes after the last flush
+	reason     reasonID   // why it is closing, for metrics
+	outShared  bool       // out is a caller's frame, not a buffer of ours
 	queued     bool       // on its loop's dirty list
 	closed     bool       // no more writes accepted
 	closeAfter bool       // close once out has been flushed
@@ -76,6 +73,10 @@ type conn struct {
 	// struct stays in its allocation size class.
 	state  connState
 	ipSlot bool // counted in the per-IP table
+
+	// httpBusy stops request parsing while an asynchronous API reply is
+	// pending, so pipelined requests are answered in order.
+	httpBusy atomic.Bool
 }
 
 // ID implements dispatch.Conn.
@@ -135,19 +136,28 @@ func (c *conn) sendRaw(b []byte) bool {
 		c.mu.Unlock()
 		return false
 	}
-	if limit := c.srv.opts.MaxOutbound; limit > 0 && len(c.out)+c.buffered+len(b) > limit {
+	if limit := c.loop.srv.opts.MaxOutbound; limit > 0 && len(c.out)+c.buffered+len(b) > limit {
 		c.closed = true
-		c.reason = reasonSlowConsumer
-		c.out = nil
+		c.reason = internReason(reasonSlowConsumer)
+		c.out, c.outShared = nil, false
 		c.mu.Unlock()
-		c.srv.metrics.slowConsumers.Inc()
+		c.loop.srv.metrics.slowConsumers.Inc()
 		_ = c.gc.Close()
 		return false
 	}
-	if c.out == nil {
-		c.out = getBuf(len(b))
+	switch {
+	case c.out == nil:
+		// Most passes carry one frame for a connection (a reply, a
+		// delivery): keep a reference to it instead of copying. Frames are
+		// never modified once handed over (a fan-out shares one).
+		c.out, c.outShared = b, true
+	case c.outShared:
+		nb := getBuf(len(c.out) + len(b))
+		nb = append(nb, c.out...)
+		c.out, c.outShared = append(nb, b...), false
+	default:
+		c.out = append(c.out, b...)
 	}
-	c.out = append(c.out, b...)
 	enqueue := !c.queued
 	c.queued = true
 	c.mu.Unlock()
@@ -167,8 +177,8 @@ func (c *conn) Close(reason string) {
 	}
 	c.closed = true
 	c.closeAfter = true
-	if c.reason == "" {
-		c.reason = reason
+	if c.reason == 0 {
+		c.reason = internReason(reason)
 	}
 	enqueue := !c.queued
 	c.queued = true
@@ -182,11 +192,11 @@ func (c *conn) Close(reason string) {
 // protocol violations, where the peer deserves nothing more.
 func (c *conn) closeNow(reason string) {
 	c.mu.Lock()
-	if c.reason == "" {
-		c.reason = reason
+	if c.reason == 0 {
+		c.reason = internReason(reason)
 	}
 	c.closed = true
-	c.out = nil
+	c.out, c.outShared = nil, false
 	c.mu.Unlock()
 	_ = c.gc.Close()
 }
@@ -197,8 +207,8 @@ func (c *conn) closeNow(reason string) {
 // is called from any goroutine.
 func (c *conn) flush() {
 	c.mu.Lock()
-	out := c.out
-	c.out = nil
+	out, shared := c.out, c.outShared
+	c.out, c.outShared = nil, false
 	c.queued = false
 	closeAfter := c.closeAfter
 	c.mu.Unlock()
@@ -210,9 +220,11 @@ func (c *conn) flush() {
 			// gnet copies what the socket does not take at once into its
 			// own outbound buffer, so out can be recycled right away.
 			_, err = c.gc.Write(out)
-			c.srv.metrics.bytesOut.Add(float64(len(out)))
+			c.loop.srv.metrics.bytesOut.Add(float64(len(out)))
 		}
-		putBuf(out)
+		if !shared {
+			putBuf(out)
+		}
 		if err != nil {
 			closeAfter = true
 		}
@@ -227,14 +239,14 @@ func (c *conn) flush() {
 	n := c.gc.OutboundBuffered()
 	c.mu.Lock()
 	c.buffered = n
-	over := c.srv.opts.MaxOutbound > 0 && n > c.srv.opts.MaxOutbound
+	over := c.loop.srv.opts.MaxOutbound > 0 && n > c.loop.srv.opts.MaxOutbound
 	if over {
 		c.closed = true
-		c.reason = reasonSlowConsumer
+		c.reason = internReason(reasonSlowConsumer)
 	}
 	c.mu.Unlock()
 	if over {
-		c.srv.metrics.slowConsumers.Inc()
+		c.loop.srv.metrics.slowConsumers.Inc()
 		_ = c.gc.Close()
 	}
 }
@@ -244,7 +256,8 @@ func (c *conn) flush() {
 // flushes every dirty connection, so a fan-out of many messages costs one
 // write per connection per pass, not one per message.
 type loopState struct {
-	el gnet.EventLoop
+	el  gnet.EventLoop
+	srv *Server
 
 	// conns lists the loop's open connections, for shutdown and lame duck.
 	// A plain map per loop costs a fraction of a sync.Map entry per
@@ -328,4 +341,47 @@ func putBuf(b []byte) {
 	}
 	b = b[:0]
 	bufPool.Put(&b)
+}
+
+// reasonID names a disconnect reason in one byte instead of a string header
+// in every connection. Reasons are a small fixed vocabulary (the gateway's
+// constants and the few the dispatcher passes to Close), interned on first
+// use.
+type reasonID uint8
+
+var reasons = struct {
+	mu    sync.Mutex
+	ids   map[string]reasonID
+	names []string
+}{ids: map[string]reasonID{}, names: []string{""}}
+
+// internReason returns the id of reason, adding it if new. Past 254
+// distinct reasons (which the code never produces) the rest share id 255,
+// "other".
+func internReason(reason string) reasonID {
+	if reason == "" {
+		return 0
+	}
+	reasons.mu.Lock()
+	defer reasons.mu.Unlock()
+	if id, ok := reasons.ids[reason]; ok {
+		return id
+	}
+	if len(reasons.names) == 255 {
+		reasons.names = append(reasons.names, "other")
+	}
+	if len(reasons.names) > 255 {
+		return 255
+	}
+	id := reasonID(len(reasons.names))
+	reasons.ids[reason] = id
+	reasons.names = append(reasons.names, reason)
+	return id
+}
+
+// String is the reason's name; "" for none.
+func (r reasonID) String() string {
+	reasons.mu.Lock()
+	defer reasons.mu.Unlock()
+	return reasons.names[r]
 }

@@ -166,9 +166,9 @@ func (s *Server) OnBoot(eng gnet.Engine) gnet.Action {
 
 // OnOpen implements gnet.EventHandler.
 func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
-	c := &conn{gc: gc, srv: s, id: s.nextID.Add(1), remote: gc.RemoteAddr(), loop: s.loopFor(gc.EventLoop())}
+	c := &conn{gc: gc, id: s.nextID.Add(1), remote: gc.RemoteAddr(), loop: s.loopFor(gc.EventLoop())}
 	now := s.wheel.now.Load()
-	c.opened = now
+	c.opened = int32(now)
 	c.lastActive.Store(now)
 	gc.SetContext(c)
 	c.loop.add(c)
@@ -206,8 +206,8 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	c.mu.Lock()
 	c.closed = true
-	c.out = nil
-	reason := c.reason
+	c.out, c.outShared = nil, false
+	reason := c.reason.String()
 	c.mu.Unlock()
 	if reason == "" {
 		reason = reasonPeer
@@ -470,8 +470,8 @@ func wsReason(err error) string {
 
 func (c *conn) setReason(r string) {
 	c.mu.Lock()
-	if c.reason == "" {
-		c.reason = r
+	if c.reason == 0 {
+		c.reason = internReason(r)
 	}
 	c.mu.Unlock()
 }
@@ -488,8 +488,8 @@ func (c *conn) isClosed() bool {
 func (s *Server) firstDeadline(c *conn) int64 {
 	d := int64(0)
 	for _, t := range [...]int64{s.auSeconds, s.hbSeconds} {
-		if t > 0 && (d == 0 || c.opened+t < d) {
-			d = c.opened + t
+		if t > 0 && (d == 0 || int64(c.opened)+t < d) {
+			d = int64(c.opened) + t
 		}
 	}
 	return d
@@ -516,7 +516,7 @@ func (s *Server) expire() {
 		}
 		// HTTP connections answer to the idle timeout only; TCP and WS ones
 		// must log in first.
-		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP && now >= c.opened+s.auSeconds {
+		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP && now >= int64(c.opened)+s.auSeconds {
 			c.closeNow(reasonAuthTimeout)
 			continue
 		}
@@ -529,7 +529,7 @@ func (s *Server) expire() {
 			}
 		}
 		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP {
-			if d := c.opened + s.auSeconds; deadline == 0 || d < deadline {
+			if d := int64(c.opened) + s.auSeconds; deadline == 0 || d < deadline {
 				deadline = d
 			}
 		}
@@ -563,7 +563,7 @@ func (s *Server) loopFor(el gnet.EventLoop) *loopState {
 	defer s.loopsMu.Unlock()
 	l, ok := s.loops[el]
 	if !ok {
-		l = &loopState{el: el}
+		l = &loopState{el: el, srv: s}
 		s.loops[el] = l
 	}
 	return l

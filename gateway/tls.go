@@ -291,7 +291,7 @@ func (t *tlsConn) flushOut() error {
 	out := t.out
 	t.out = nil
 	_, err := t.c.gc.Write(out)
-	t.c.srv.metrics.bytesOut.Add(float64(len(out)))
+	t.c.loop.srv.metrics.bytesOut.Add(float64(len(out)))
 	putBuf(out)
 	return err
 }
