@@ -61,7 +61,7 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 		switch {
 		case uid == "":
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusInvalidVerify)))
-		case d.hub.online(uid):
+		case d.onlineAnywhere(uid):
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusOnline)))
 		default:
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusOffline)))
@@ -73,6 +73,9 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 			return
 		}
 		d.kick(uid, nil)
+		if d.remoteOnline(uid) {
+			d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: uid})
+		}
 		reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusCloseOK)))
 	case "/api/user/list":
 		d.apiUserList(r, reply)

@@ -48,6 +48,10 @@ type Options struct {
 	// the joiner gets its own join notice. Zero means 500; negative means
 	// always notify everyone, as J-IM does.
 	NoticeMaxMembers int
+	// Cluster, when non-nil, makes this Dispatcher one node of a cluster:
+	// presence, chats and kicks reach users on other nodes through it. Nil
+	// means a single node.
+	Cluster Cluster
 }
 
 // Dispatcher runs J-IM commands for the gateway's connections. All its
@@ -68,6 +72,7 @@ type Dispatcher struct {
 	groupNames map[string]string
 	maxMembers int
 	noticeCap  int
+	cluster    Cluster
 	ctx        context.Context
 	now        func() time.Time
 }
@@ -83,6 +88,7 @@ func New(o Options) *Dispatcher {
 		groupNames: o.GroupNames,
 		maxMembers: o.MaxGroupMembers,
 		noticeCap:  o.NoticeMaxMembers,
+		cluster:    o.Cluster,
 		ctx:        context.Background(),
 		now:        time.Now,
 	}
@@ -118,6 +124,9 @@ func New(o Options) *Dispatcher {
 			d.log.Warn("dispatch: metrics registration", "err", err)
 		}
 	}
+	if d.cluster != nil {
+		d.cluster.Start(d)
+	}
 	return d
 }
 
@@ -129,6 +138,12 @@ func (d *Dispatcher) Handle(c Conn, p Packet) {
 	d.m.inCounter(p.Cmd).Inc()
 	switch p.Cmd {
 	case codec.CmdHeartbeatReq:
+		if !p.HasSeq {
+			// The most frequent packet of an idle connection: one shared,
+			// pre-framed reply instead of a fresh one per heartbeat.
+			d.send(c, heartbeatOut)
+			return
+		}
 		d.reply(c, &p, codec.CmdHeartbeatReq, codec.HeartbeatRespJSON)
 		return
 	case codec.CmdHandshakeReq:
@@ -145,6 +160,9 @@ func (d *Dispatcher) Handle(c Conn, p Packet) {
 		d.reply(c, &p, respCmd(p.Cmd), codec.StatusResp(respCmd(p.Cmd), codec.StatusBusy))
 	}
 }
+
+// heartbeatOut is the heartbeat reply for requests without a sync seq.
+var heartbeatOut = codec.NewOutbound(codec.CmdHeartbeatReq, codec.HeartbeatRespJSON)
 
 // unknownCmdJSON is J-IM's exact unknown-command reply.
 var unknownCmdJSON = codec.StatusResp(codec.CmdUnknown, codec.StatusUnknownCmd)
@@ -204,6 +222,7 @@ func (d *Dispatcher) closed(c Conn) {
 	if !found || !last {
 		return
 	}
+	d.userChanged(uid)
 	for _, gid := range groups {
 		d.exitNotice(gid, uid, prof)
 	}

@@ -97,6 +97,7 @@ func (d *Dispatcher) login(c Conn, p *Packet, req codec.LoginReq) {
 	prof := &codec.User{UserID: uid, Nick: u.Nick, Avatar: u.Avatar, Sign: u.Sign, Status: "online", Terminal: c.Protocol()}
 	c.SetUserID(uid)
 	d.hub.bind(c, prof)
+	d.userChanged(uid)
 
 	groups, err := d.store.UserGroups(d.ctx, uid)
 	if err != nil {
@@ -142,6 +143,7 @@ func (d *Dispatcher) joinNotice(gid string, u *codec.User) {
 		return
 	}
 	d.sendAll(d.hub.groupConns(nil, gid, ""), o)
+	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdJoinGroupNotify, Target: gid, JSON: json})
 }
 
 // exitNotice tells gid's online members other than uid that uid left (cmd
@@ -156,6 +158,7 @@ func (d *Dispatcher) exitNotice(gid, uid string, u *codec.User) {
 	}
 	json := d.marshal(&codec.Resp{Command: codec.CmdExitGroupNotify, Data: &codec.ExitNotifyData{Group: gid, User: user}})
 	d.sendAll(d.hub.groupConns(nil, gid, uid), codec.NewOutbound(codec.CmdExitGroupNotify, json))
+	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdExitGroupNotify, Target: gid, Except: uid, JSON: json})
 }
 
 // handleJoin is cmd 7. As in J-IM a blank groupId closes the connection and
@@ -263,7 +266,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 		}
 		cb.GroupID = ""
 		msg.To, msg.Conv = cb.To, storage.PrivateConv(from, cb.To)
-		if !d.hub.online(cb.To) {
+		if !d.onlineAnywhere(cb.To) {
 			offline = []string{cb.To}
 		}
 	case codec.ChatTypeGroup:
@@ -285,7 +288,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 		}
 		msg.GroupID, msg.Conv = gid, storage.GroupConv(gid)
 		for _, m := range members {
-			if !d.hub.online(m) {
+			if !d.onlineAnywhere(m) {
 				offline = append(offline, m)
 			}
 		}
@@ -345,7 +348,25 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 	start := time.Now()
 	n, missed := d.deliver(conns, online, firstConn, codec.NewOutbound(codec.CmdChatReq, fwd))
 	d.m.fanout.Observe(time.Since(start).Seconds())
+	remote := false
+	if d.cluster != nil {
+		// Other nodes get the encoded message once each: the recipient's
+		// node for a private chat, every node for a group, which fans it
+		// out to its own online members.
+		if cb.ChatType == codec.ChatTypePrivate {
+			if remote = d.remoteOnline(cb.To); remote {
+				d.cluster.Publish(ClusterMsg{Kind: ClusterUser, Cmd: codec.CmdChatReq, Target: cb.To, JSON: fwd})
+			}
+		} else {
+			d.cluster.Publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdChatReq, Target: cb.GroupID, JSON: fwd})
+		}
+	}
 	d.m.deliveries.Add(float64(n))
+	if cb.ChatType == codec.ChatTypePrivate && n == 0 && !remote && len(missed) == 0 && len(offline) == 0 {
+		// Online (here or on another node) at the check, gone everywhere
+		// by now: queue it, so the message is not lost to them.
+		missed = append(missed, cb.To)
+	}
 	for _, u := range missed {
 		if slices.Contains(offline, u) {
 			continue // queued with the append already
@@ -356,7 +377,7 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 			d.log.Warn("dispatch: queueing missed delivery", "user", u, "err", err)
 		}
 	}
-	if cb.ChatType == codec.ChatTypePrivate && n == 0 {
+	if cb.ChatType == codec.ChatTypePrivate && n == 0 && !remote {
 		return d.chatResp(codec.StatusOffline, ackData)
 	}
 	return d.chatResp(codec.StatusOK, ackData)
@@ -418,6 +439,9 @@ func (d *Dispatcher) handleClose(c Conn, p *Packet) {
 	d.reply(c, p, codec.CmdCloseReq, ack)
 	c.Close("close requested")
 	d.kick(self, c)
+	if d.remoteOnline(self) {
+		d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: self})
+	}
 }
 
 // kick sends the close ack to every connection of uid except skip and closes
@@ -500,6 +524,15 @@ func (d *Dispatcher) handleGetUser(c Conn, p *Packet) {
 func (d *Dispatcher) userView(uid string) *codec.User {
 	prof, conns := d.hub.profile(uid)
 	if prof == nil || len(conns) == 0 {
+		if d.cluster != nil {
+			if ru, ok := d.cluster.Remote(uid); ok {
+				u := &codec.User{UserID: uid, Status: "online"}
+				if ru != nil {
+					u.Nick, u.Avatar, u.Sign, u.Terminal = ru.Nick, ru.Avatar, ru.Sign, ru.Terminal
+				}
+				return u
+			}
+		}
 		return &codec.User{UserID: uid, Status: "offline"}
 	}
 	return &codec.User{UserID: uid, Nick: prof.Nick, Avatar: prof.Avatar, Sign: prof.Sign,

@@ -23,6 +23,7 @@ var storeMakers = []struct {
 }{
 	{"memory", func(t *testing.T) Store { return NewMemory() }},
 	{"badger", func(t *testing.T) Store { return openTestBadger(t, t.TempDir(), BadgerOptions{}) }},
+	{"jetstream", func(t *testing.T) Store { return openTestJetStream(t, JetStreamOptions{}) }},
 }
 
 func openTestBadger(t testing.TB, dir string, o BadgerOptions) *Badger {

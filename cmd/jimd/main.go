@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"jim/cluster"
 	"jim/dispatch"
 	"jim/gateway"
 	"jim/storage"
@@ -51,9 +52,9 @@ func run(args []string) error {
 		logLevel   = fs.String("log-level", "info", "debug, info, warn or error")
 		drainGrace = fs.Duration("shutdown-grace", 5*time.Second, "how long SIGTERM waits for queued writes before closing")
 		dataDir    = fs.String("data", "./data", "data directory of the embedded (Badger) store")
-		storeKind  = fs.String("store", "badger", "message store: badger (durable, under -data) or memory (lost on exit)")
+		storeKind  = fs.String("store", "", "message store: badger (durable, under -data), memory (lost on exit) or jetstream (cluster, on -nats); empty: jetstream with -nats, else badger")
 		retAge     = fs.Duration("retention-age", 0, "delete messages older than this (0 keeps them forever)")
-		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all)")
+		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all; badger store only)")
 		tlsCert    = fs.String("tls-cert", "", "PEM certificate: TLS (TCP, WSS, HTTPS) on the same port; reloaded on SIGHUP")
 		tlsKey     = fs.String("tls-key", "", "PEM private key of -tls-cert")
 		maxConns   = fs.Int("max-conns", 0, "cap on open connections (0: the file limit)")
@@ -66,22 +67,64 @@ func run(args []string) error {
 		noticeMax  = fs.Int("notice-max-members", 500, "send join/leave notices only in groups with at most this many online members (-1: always)")
 		lameDuck   = fs.Duration("lame-duck-window", 30*time.Second, "on SIGUSR2, spread disconnects over this window while /healthz reports draining")
 		pprofAddr  = fs.String("pprof-addr", "", "serve /debug/pprof on this address (empty: off); keep it on loopback")
+		natsURLs   = fs.String("nats", "", "NATS servers, comma-separated (nats://h1:4222,nats://h2:4222): run as a cluster node; empty: single node")
+		nodeID     = fs.String("node-id", "", "this node's id in the cluster (empty: host name plus a random suffix)")
+		jsReplicas = fs.Int("js-replicas", 1, "replicas of every JetStream stream and bucket jimd creates (1, 3 or 5; at most the NATS cluster size)")
+		presTTL    = fs.Duration("presence-ttl", 0, "how long a dead node's users still look online to the cluster (0: the cluster default, 15s)")
+
+		configFile  = fs.String("config", "", "YAML config file (keys are these flag names); also JIM_CONFIG")
+		checkConfig = fs.Bool("check-config", false, "validate the configuration, print one line and exit 0 (valid) or 1")
+		printCfg    = fs.Bool("print-config", false, "print the effective configuration as YAML and exit")
 	)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if *configFile == "" {
+		*configFile = os.Getenv("JIM_CONFIG")
+	}
+	if err := loadConfig(fs, *configFile, os.Environ()); err != nil {
+		return fmt.Errorf("config: %w", err)
+	}
+	if *storeKind == "" {
+		*storeKind = "badger"
+		if *natsURLs != "" {
+			*storeKind = "jetstream"
+		}
+	}
+	if *printCfg {
+		printConfig(os.Stdout, fs)
+		return nil
+	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
-		return fmt.Errorf("bad -log-level %q", *logLevel)
+		return fmt.Errorf("config: bad log-level %q (debug, info, warn or error)", *logLevel)
+	}
+	switch *storeKind {
+	case "badger", "memory":
+	case "jetstream":
+		if *natsURLs == "" {
+			return errors.New("config: store jetstream needs nats (the NATS server URLs)")
+		}
+	default:
+		return fmt.Errorf("config: bad store %q (badger, memory or jetstream)", *storeKind)
+	}
+	if *jsReplicas < 1 || *jsReplicas > 5 {
+		return fmt.Errorf("config: js-replicas %d out of range 1..5", *jsReplicas)
+	}
+	for name, d := range map[string]time.Duration{"heartbeat-timeout": *hbTimeout, "auth-timeout": *auTimeout,
+		"shutdown-grace": *drainGrace, "retention-age": *retAge, "lame-duck-window": *lameDuck, "presence-ttl": *presTTL} {
+		if d < 0 {
+			return fmt.Errorf("config: %s %v is negative", name, d)
+		}
+	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return errors.New("config: tls-cert and tls-key go together")
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	slog.SetDefault(log)
-
-	if n, err := raiseFileLimit(); err != nil {
-		log.Warn("could not raise the open-file limit", "err", err)
-	} else {
-		log.Info("open-file limit", "nofile", n)
-	}
 
 	gopts := gateway.Options{
 		Addr:             *addr,
@@ -106,8 +149,22 @@ func run(args []string) error {
 	}
 	// A bad certificate fails here, before the data directory is touched.
 	if err := gopts.Validate(); err != nil {
-		return err
+		return fmt.Errorf("config: %s", strings.Join(strings.Fields(err.Error()), " "))
 	}
+	if *checkConfig {
+		src := "defaults, environment and flags"
+		if *configFile != "" {
+			src = *configFile
+		}
+		fmt.Printf("jimd: configuration OK (%s; store %s)\n", src, *storeKind)
+		return nil
+	}
+	if n, err := raiseFileLimit(); err != nil {
+		log.Warn("could not raise the open-file limit", "err", err)
+	} else {
+		log.Info("open-file limit", "nofile", n)
+	}
+
 	if *pprofAddr != "" {
 		if err := servePprof(*pprofAddr, log); err != nil {
 			return err
@@ -116,6 +173,26 @@ func run(args []string) error {
 
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	var node *cluster.Node
+	if *natsURLs != "" {
+		n, err := cluster.Connect(cluster.Options{
+			URLs:        *natsURLs,
+			NodeID:      *nodeID,
+			Logger:      log,
+			Registerer:  reg,
+			PresenceTTL: *presTTL,
+			Replicas:    *jsReplicas,
+		})
+		if err != nil {
+			return fmt.Errorf("cluster: %w", err)
+		}
+		node = n
+		// Closed after the store and the dispatcher (defers run last in,
+		// first out): both use its connection.
+		defer node.Close()
+		log.Info("cluster node", "id", node.ID(), "nats", *natsURLs)
+	}
 
 	var store storage.Store
 	switch *storeKind {
@@ -130,11 +207,23 @@ func run(args []string) error {
 		}
 		store = b
 		log.Info("store opened", "kind", "badger", "dir", *dataDir)
+		if node != nil {
+			log.Warn("cluster node with a local store: history and offline messages are not shared between nodes")
+		}
 	case "memory":
 		store = storage.NewMemory()
 		log.Warn("in-memory store: messages are lost when jimd exits")
-	default:
-		return fmt.Errorf("bad -store %q (badger or memory)", *storeKind)
+	case "jetstream":
+		j, err := storage.OpenJetStream(node.Conn(), storage.JetStreamOptions{
+			Replicas:     *jsReplicas,
+			RetentionAge: *retAge,
+			Logger:       log,
+		})
+		if err != nil {
+			return err
+		}
+		store = j
+		log.Info("store opened", "kind", "jetstream", "replicas", *jsReplicas)
 	}
 	// Closed last: after the gateway stopped and the dispatcher finished
 	// the work it had accepted.
@@ -153,6 +242,9 @@ func run(args []string) error {
 
 		MaxGroupMembers:  *maxMembers,
 		NoticeMaxMembers: *noticeMax,
+	}
+	if node != nil {
+		dopts.Cluster = node
 	}
 	if *defGroups != "" {
 		for _, g := range strings.Split(*defGroups, ",") {

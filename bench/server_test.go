@@ -1,0 +1,101 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jim/dispatch"
+	"jim/gateway"
+)
+
+// startGateway runs a real jim server (gateway plus dispatcher, in-memory
+// store) on a free loopback port and returns its address and metrics.
+func startGateway(t *testing.T) (string, *prometheus.Registry) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	reg := prometheus.NewRegistry()
+	d := dispatch.New(dispatch.Options{})
+	srv := gateway.New(gateway.Options{Addr: addr, Registry: reg}, d)
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve() }()
+	select {
+	case <-srv.Started():
+	case err := <-errc:
+		t.Fatalf("serve: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("server did not start")
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = srv.Stop(ctx)
+		<-errc
+		d.Close()
+	})
+	return addr, reg
+}
+
+// counter reads one unlabelled counter from reg.
+func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
+}
+
+// TestChatAgainstGateway runs the chat scenario against the real server and
+// checks that every connection stays up for the whole run: the server must
+// accept exactly the connections dialled, every message must be acked as
+// delivered (none "offline") and arrive once.
+func TestChatAgainstGateway(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for several seconds")
+	}
+	for _, proto := range []string{"tcp", "ws"} {
+		t.Run(proto, func(t *testing.T) {
+			addr, reg := startGateway(t)
+			const conns = 20
+			res, err := Run(context.Background(), Config{Scenario: ScenarioChat, Proto: proto,
+				Addrs: []string{addr}, Conns: conns, Rate: 400, Warmup: 500 * time.Millisecond,
+				Duration: 2 * time.Second, ConnectTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			accepted := counter(t, reg, "jim_connections_accepted_total")
+			t.Logf("accepted %v sent %d acked %d offline %d delivered %d expected %d errors %d %v",
+				accepted, res.Sent, res.Acked, res.Offline, res.Delivered, res.ExpectedDelivered, res.Errors, res.ErrorKinds)
+			if res.ConnsEstablished != conns {
+				t.Errorf("established %d of %d", res.ConnsEstablished, conns)
+			}
+			if accepted != conns {
+				t.Errorf("server accepted %v connections, %d dialled", accepted, conns)
+			}
+			if res.Errors != 0 {
+				t.Errorf("errors %d: %v", res.Errors, res.ErrorKinds)
+			}
+			if res.Offline != 0 {
+				t.Errorf("%d offline acks", res.Offline)
+			}
+			if res.Sent < 400 || res.Acked != res.Sent || res.Delivered != res.Acked || res.ExpectedDelivered != res.Delivered {
+				t.Errorf("sent %d acked %d delivered %d expected %d", res.Sent, res.Acked, res.Delivered, res.ExpectedDelivered)
+			}
+		})
+	}
+}
