@@ -32,7 +32,7 @@ lint:
 # seed corpus.
 test: test-deps lint
 	$(GO) test -count=1 -timeout 20m $(PKGS)
-	$(GO) test -count=1 -race -timeout 15m ./dispatch ./storage ./gateway
+	$(GO) test -count=1 -race -timeout 15m ./dispatch ./storage ./gateway ./cluster ./test/cluster
 	$(MAKE) fuzz-short
 
 # Headless Chromium for the browser tests in ./web (Debian's package).

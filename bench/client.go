@@ -41,6 +41,8 @@ type client struct {
 	state   atomic.Int32
 	settled atomic.Bool // counted as established or failed, exactly once
 	dead    atomic.Bool
+	ours    atomic.Bool // closed by this side (protocol error, refused login)
+	lost    atomic.Bool // counted as disconnected, at most once
 
 	pend []byte // a partial frame carried to the next read; onRequest only
 }
@@ -82,9 +84,25 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 	_ = rd.Release()
 	if perr != nil {
 		c.r.fail("protocol", perr)
-		_ = conn.Close()
+		c.close()
 	}
 	return nil
+}
+
+// close closes the connection from this side; onClose then counts nothing
+// more, because the cause has been counted already.
+func (c *client) close() {
+	c.ours.Store(true)
+	_ = c.conn.Close()
+}
+
+// disconnected counts a logged-in connection lost during the run. A lost
+// connection is never redialled: its user stays offline, and the run says so.
+func (c *client) disconnected() {
+	if c.r.closing.Load() || !c.lost.CompareAndSwap(false, true) {
+		return
+	}
+	c.r.fail("disconnected", nil)
 }
 
 func (c *client) consume(data []byte) (int, error) {
@@ -131,8 +149,9 @@ func (c *client) consume(data []byte) (int, error) {
 				_ = c.writeWS(wsOpPong, body)
 				continue
 			case wsOpClose:
-				if !c.r.closing.Load() {
-					c.r.fail("ws close from server", nil)
+				// The server ends the session; the TCP close follows.
+				if c.state.Load() == stReady {
+					c.disconnected()
 				}
 				continue
 			default:
@@ -163,7 +182,15 @@ func (c *client) handle(cmd int, body []byte) {
 			r.hist.Record(time.Now().UnixNano() - t)
 		}
 	case cmdChatResp:
-		if !r.recording() {
+		// The ack echoes the message's client id, its send time, so it
+		// counts exactly when the message counted as sent. A reply without
+		// it (an error status, or a server that does not echo the id)
+		// counts by arrival time.
+		if t, ok := jsonInt(body, `"clientId":`); ok {
+			if t < r.measureStart.Load() {
+				return
+			}
+		} else if !r.recording() {
 			return
 		}
 		code, _ := jsonInt(body, `"code":`)
@@ -203,14 +230,14 @@ func truncate(b []byte, n int) string {
 // onClose runs on netpoll's close path, for both sides' closes.
 func (c *client) onClose(netpoll.Connection) error {
 	c.dead.Store(true)
-	if c.r.closing.Load() {
+	if c.r.closing.Load() || c.ours.Load() {
 		return nil
 	}
 	if c.state.Load() != stReady {
 		c.r.loginFailed(c, fmt.Sprintf("connection for user %s closed by the server before login completed", c.user))
 		return nil
 	}
-	c.r.fail("closed by server", nil)
+	c.disconnected()
 	return nil
 }
 

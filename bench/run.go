@@ -256,7 +256,7 @@ func (r *runner) settleFailed(c *client, kind, msg string) {
 func (r *runner) loginFailed(c *client, msg string) {
 	r.loginRefused.Store(true)
 	r.settleFailed(c, "login", msg)
-	_ = c.conn.Close()
+	c.close()
 }
 
 func (r *runner) loggedIn(c *client) {
@@ -555,7 +555,7 @@ func (r *runner) dialOne(ctx context.Context, c *client) {
 	_ = conn.SetOnRequest(c.onRequest)
 	if err := c.start(r.cfg.Password); err != nil {
 		r.settleFailed(c, "dial", fmt.Sprintf("%s: %v", dst, err))
-		_ = conn.Close()
+		c.close()
 	}
 }
 
@@ -631,7 +631,7 @@ func (r *runner) startSenders(ctx context.Context, wg *sync.WaitGroup) {
 			if c.idx%2 == 1 || c.idx+1 >= cfg.Hi {
 				continue
 			}
-			ss = append(ss, sender{c: c, prefix: []byte(`{"cmd":11,"to":"` + cfg.UserName(c.idx+1) + `","chatType":2,"msgType":0,"content":"t=`)})
+			ss = append(ss, sender{c: c, prefix: []byte(`{"cmd":11,"to":"` + cfg.UserName(c.idx+1) + `","chatType":2,"msgType":0,"id":"`)})
 		case ScenarioGroup:
 			if c.idx%cfg.GroupSize != 0 {
 				continue
@@ -645,7 +645,7 @@ func (r *runner) startSenders(ctx context.Context, wg *sync.WaitGroup) {
 			}
 			st := &groupSenderStat{members: members}
 			r.groupSent = append(r.groupSent, st)
-			ss = append(ss, sender{c: c, stat: st, prefix: []byte(`{"cmd":11,"groupId":"` + cfg.groupName(c.idx) + `","chatType":1,"msgType":0,"content":"t=`)})
+			ss = append(ss, sender{c: c, stat: st, prefix: []byte(`{"cmd":11,"groupId":"` + cfg.groupName(c.idx) + `","chatType":1,"msgType":0,"id":"`)})
 		}
 	}
 	if len(ss) == 0 {
@@ -665,6 +665,7 @@ func (r *runner) startSenders(ctx context.Context, wg *sync.WaitGroup) {
 
 func (r *runner) sendLoop(ctx context.Context, ss []sender, rate float64) {
 	var body, frame []byte
+	var last int64
 	next := 0
 	pace(ctx, rate, func() {
 		s := ss[next]
@@ -672,8 +673,19 @@ func (r *runner) sendLoop(ctx context.Context, ss []sender, rate float64) {
 		if s.c.dead.Load() {
 			return
 		}
+		// The send time is also the message's client id, which the ack
+		// echoes; it is kept strictly increasing per loop, and so per
+		// sender, because a server may drop a repeated id as a retry.
 		now := time.Now().UnixNano()
-		body = append(strconv.AppendInt(append(body[:0], s.prefix...), now, 10), '"', '}')
+		if now <= last {
+			now = last + 1
+		}
+		last = now
+		body = append(body[:0], s.prefix...)
+		body = strconv.AppendInt(body, now, 10)
+		body = append(body, `","content":"t=`...)
+		body = strconv.AppendInt(body, now, 10)
+		body = append(body, '"', '}')
 		if err := s.c.send(&frame, cmdChat, body); err != nil {
 			r.fail("send", err)
 			return

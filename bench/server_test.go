@@ -99,3 +99,41 @@ func TestChatAgainstGateway(t *testing.T) {
 		})
 	}
 }
+
+// TestLostConnectionIsCounted checks that a connection the server drops
+// during the run is reported as a "disconnected" error and never redialled.
+func TestLostConnectionIsCounted(t *testing.T) {
+	s := startFake(t)
+	const conns = 4
+	var accepted int
+	cfg := Config{Scenario: ScenarioChat, Conns: conns, Rate: 200, Warmup: 200 * time.Millisecond,
+		Duration: time.Second, ConnectTimeout: 10 * time.Second, UserPrefix: "lost-",
+		Addrs: []string{s.ln.Addr().String()}}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.afterLogin = func(int) {
+		s.mu.Lock()
+		accepted = len(s.users)
+		fc := s.users["lost-1"] // a receiver
+		s.mu.Unlock()
+		if fc == nil {
+			t.Error("receiver lost-1 not logged in")
+			return
+		}
+		_ = fc.c.Close()
+	}
+	res, err := run(context.Background(), &cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	after := len(s.users)
+	s.mu.Unlock()
+	if accepted != conns || after != conns {
+		t.Errorf("server saw %d logins before the drop and %d after, want %d: the client redialled", accepted, after, conns)
+	}
+	if res.ErrorKinds["disconnected"] != 1 {
+		t.Errorf("error kinds %v, want one disconnected", res.ErrorKinds)
+	}
+}
