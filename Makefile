@@ -35,9 +35,11 @@ test: test-deps lint
 	$(GO) test -count=1 -race -timeout 15m ./dispatch ./storage ./gateway ./cluster ./test/cluster
 	$(MAKE) fuzz-short
 
-# Headless Chromium for the browser tests in ./web (Debian's package).
+# Headless Chromium for the browser tests in ./web and curl for the
+# docs/api.md examples in ./test/apidocs (Debian's packages).
 test-deps:
 	@command -v chromium >/dev/null || (apt-get update && apt-get install -y --no-install-recommends chromium)
+	@command -v curl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends curl ca-certificates)
 
 fuzz-short:
 	@set -e; for t in $(FUZZ_TARGETS); do \
