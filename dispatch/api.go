@@ -19,6 +19,7 @@ type APIRequest struct {
 	Body     []byte
 	APIKey   string // the X-API-Key header
 	Loopback bool   // the peer is 127.0.0.0/8 or ::1
+	Origin   string // the Origin header: set by browsers, never by API clients
 }
 
 // APIResponse is what the gateway writes back.
@@ -49,7 +50,11 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 			reply(apiJSON(http.StatusUnauthorized, codec.HTTPStatusResp(codec.StatusUnauthorized)))
 			return
 		}
-	} else if !r.Loopback {
+	} else if !r.Loopback || r.Origin != "" {
+		// Without a key the API trusts loopback. A web page open in a
+		// browser on this machine is loopback too, and could post a
+		// text/plain body here without any preflight; browsers always say
+		// where such a request comes from, API clients never need to.
 		reply(apiJSON(http.StatusForbidden, codec.HTTPStatusResp(codec.StatusForbidden)))
 		return
 	}
@@ -78,7 +83,12 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 		}
 		reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusCloseOK)))
 	case "/api/user/list":
-		d.apiUserList(r, reply)
+		// Listing copies and sorts every online id: a worker's job, not
+		// the event loop's.
+		if !d.pool.trySubmit(apiKey(r.Path), func() { d.apiUserList(r, reply) }) {
+			d.m.queueFull.Inc()
+			reply(apiJSON(http.StatusServiceUnavailable, codec.HTTPStatusResp(codec.StatusBusy)))
+		}
 	case "/api/group/members":
 		d.apiGroupMembers(r, reply)
 	default:

@@ -114,3 +114,14 @@ func TestAPIEndpoints(t *testing.T) {
 		t.Fatalf("close without userid %v", m)
 	}
 }
+
+// Without an API key only loopback is trusted, and not a browser on
+// loopback: a page from anywhere could otherwise post messages here.
+func TestAPIRefusesBrowserOriginWithoutKey(t *testing.T) {
+	d, _ := newDispatcher(t, Options{})
+	got := make(chan APIResponse, 1)
+	d.API(APIRequest{Path: "/api/user/online", Form: url.Values{"userid": {"x"}}, Loopback: true, Origin: "http://evil.example"}, func(r APIResponse) { got <- r })
+	if r := <-got; r.Status != 403 {
+		t.Fatalf("browser request without a key: HTTP %d %s", r.Status, r.Body)
+	}
+}

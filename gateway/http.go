@@ -96,6 +96,7 @@ func (s *Server) serveAPI(c *conn, req *codec.Request) {
 		Body:     req.Body,
 		APIKey:   req.Header("X-API-Key"),
 		Loopback: isLoopback(c.remote),
+		Origin:   req.Header("Origin"),
 	}, func(r dispatch.APIResponse) {
 		ctype := r.ContentType
 		if ctype == "" {
@@ -188,6 +189,13 @@ func (s *Server) upgrade(c *conn, req *codec.Request) {
 	if v := req.Header("Sec-WebSocket-Version"); v != "13" {
 		req.KeepAlive = false
 		s.reply(c, req, "ws", 426, "text/plain; charset=utf-8", []byte("unsupported WebSocket version\n"), "Sec-WebSocket-Version", "13")
+		return
+	}
+	if s.opts.WSEchoPath != "" && req.Path == s.opts.WSEchoPath {
+		s.metrics.httpRequests.WithLabelValues("ws_echo", "101").Inc()
+		c.sendRaw(codec.AppendWSUpgrade(nil, req.WSKey))
+		c.ws = &codec.WSDecoder{MaxMessage: s.opts.MaxWSMessage, RequireMask: true}
+		s.setProto(c, stateWSEcho, codec.ProtoWS)
 		return
 	}
 	s.metrics.httpRequests.WithLabelValues("ws", "101").Inc()
