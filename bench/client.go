@@ -200,6 +200,7 @@ func (c *client) handle(cmd int, body []byte) {
 		case statusOffline:
 			r.offline.Add(1)
 		default:
+			r.rejected.Add(1)
 			r.fail("chat status "+strconv.FormatInt(code, 10), nil)
 		}
 	case cmdHeartbeat:

@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -28,6 +29,7 @@ type fakeServer struct {
 	users  map[string]*fakeConn
 	groups map[string][]*fakeConn
 	wg     sync.WaitGroup
+	logins atomic.Int64
 }
 
 type fakeConn struct {
@@ -148,6 +150,7 @@ func (s *fakeServer) serve(c net.Conn) {
 }
 
 func (s *fakeServer) login(fc *fakeConn, user string) {
+	s.logins.Add(1)
 	s.mu.Lock()
 	s.users[user] = fc
 	s.mu.Unlock()

@@ -214,6 +214,7 @@ type runner struct {
 	established, failed             atomic.Int64
 	sent, acked, offline, delivered atomic.Int64
 	heartbeats, errs                atomic.Int64
+	rejected                        atomic.Int64 // chats answered with an error status
 	measureStart                    atomic.Int64 // unix ns; MaxInt64 until recording starts
 	closing                         atomic.Bool
 	phase                           atomic.Value
@@ -444,7 +445,7 @@ func (r *runner) result(measured time.Duration) *Result {
 func (r *runner) expected() int64 {
 	switch r.cfg.Scenario {
 	case ScenarioChat, ScenarioPush:
-		return r.sent.Load() - r.offline.Load()
+		return r.sent.Load() - r.offline.Load() - r.rejected.Load()
 	case ScenarioGroup:
 		var n int64
 		for _, s := range r.groupSent {

@@ -105,7 +105,7 @@ func TestChatAgainstGateway(t *testing.T) {
 func TestLostConnectionIsCounted(t *testing.T) {
 	s := startFake(t)
 	const conns = 4
-	var accepted int
+	var before int64
 	cfg := Config{Scenario: ScenarioChat, Conns: conns, Rate: 200, Warmup: 200 * time.Millisecond,
 		Duration: time.Second, ConnectTimeout: 10 * time.Second, UserPrefix: "lost-",
 		Addrs: []string{s.ln.Addr().String()}}
@@ -113,8 +113,8 @@ func TestLostConnectionIsCounted(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.afterLogin = func(int) {
+		before = s.logins.Load()
 		s.mu.Lock()
-		accepted = len(s.users)
 		fc := s.users["lost-1"] // a receiver
 		s.mu.Unlock()
 		if fc == nil {
@@ -127,11 +127,8 @@ func TestLostConnectionIsCounted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.mu.Lock()
-	after := len(s.users)
-	s.mu.Unlock()
-	if accepted != conns || after != conns {
-		t.Errorf("server saw %d logins before the drop and %d after, want %d: the client redialled", accepted, after, conns)
+	if after := s.logins.Load(); before != conns || after != conns {
+		t.Errorf("server saw %d logins before the drop and %d after, want %d: the client redialled", before, after, conns)
 	}
 	if res.ErrorKinds["disconnected"] != 1 {
 		t.Errorf("error kinds %v, want one disconnected", res.ErrorKinds)
