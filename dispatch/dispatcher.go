@@ -43,6 +43,12 @@ type Options struct {
 	// MaxGroupMembers refuses joins (cmd 8, result "full") beyond this many
 	// members; 0 means unlimited.
 	MaxGroupMembers int
+	// MaxGroupsPerUser refuses a user's join (cmd 8) once the user is a
+	// member of this many groups; 0 means unlimited. The refusal carries
+	// result 3 (codec.JoinResultFull, as a full group) with data
+	// {"limit":"groups_per_user"} telling the two apart. Default groups
+	// joined at login are not limited.
+	MaxGroupsPerUser int
 	// NoticeMaxMembers limits join and leave notices (cmd 9 and 10) to
 	// groups with at most this many online members; in bigger groups only
 	// the joiner gets its own join notice. Zero means 500; negative means
@@ -71,6 +77,7 @@ type Dispatcher struct {
 	defGroups  []string
 	groupNames map[string]string
 	maxMembers int
+	maxGroups  int
 	noticeCap  int
 	cluster    Cluster
 	ctx        context.Context
@@ -87,6 +94,7 @@ func New(o Options) *Dispatcher {
 		defGroups:  append([]string(nil), o.DefaultGroups...),
 		groupNames: o.GroupNames,
 		maxMembers: o.MaxGroupMembers,
+		maxGroups:  o.MaxGroupsPerUser,
 		noticeCap:  o.NoticeMaxMembers,
 		cluster:    o.Cluster,
 		ctx:        context.Background(),

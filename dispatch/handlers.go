@@ -184,6 +184,17 @@ func (d *Dispatcher) handleJoin(c Conn, p *Packet) {
 			return
 		}
 	}
+	if d.maxGroups > 0 && !d.hub.inGroup(uid, gid) {
+		groups, err := d.store.UserGroups(d.ctx, uid)
+		if err != nil {
+			d.joinRefused(c, p, gid, codec.JoinResultUnknown)
+			return
+		}
+		if len(groups) >= d.maxGroups && !slices.Contains(groups, gid) {
+			d.refuseJoin(c, p, gid, codec.JoinResultFull, groupsPerUserLimit)
+			return
+		}
+	}
 	if err := d.store.JoinGroup(d.ctx, gid, uid); err != nil {
 		d.log.Warn("dispatch: join group", "user", uid, "group", gid, "err", err)
 		d.joinRefused(c, p, gid, codec.JoinResultUnknown)
@@ -198,10 +209,27 @@ func (d *Dispatcher) handleJoin(c Conn, p *Packet) {
 }
 
 func (d *Dispatcher) joinRefused(c Conn, p *Packet, gid string, result int) {
-	d.reply(c, p, codec.CmdJoinGroupResp, d.marshal(&codec.JoinGroupResp{
+	d.refuseJoin(c, p, gid, result, nil)
+}
+
+// joinLimit is the data of a join refused by a per-user limit rather than
+// by the group itself; J-IM clients read only result and ignore it.
+type joinLimit struct {
+	Limit string `json:"limit"`
+}
+
+// groupsPerUserLimit marks a refusal by Options.MaxGroupsPerUser.
+var groupsPerUserLimit = &joinLimit{Limit: "groups_per_user"}
+
+func (d *Dispatcher) refuseJoin(c Conn, p *Packet, gid string, result int, data *joinLimit) {
+	r := &codec.JoinGroupResp{
 		Code: codec.StatusJoinGroupFailed, Command: codec.CmdJoinGroupResp, Group: gid,
 		Msg: codec.StatusJoinGroupFailed.Msg(), Result: result,
-	}))
+	}
+	if data != nil {
+		r.Data = data
+	}
+	d.reply(c, p, codec.CmdJoinGroupResp, d.marshal(r))
 }
 
 // handleLeave is jim's cmd 21: the only way membership ends (a disconnect

@@ -15,10 +15,11 @@ import (
 type connState uint8
 
 const (
-	stateSniff connState = iota // first bytes not yet classified
-	stateTCP                    // J-IM TCP frames
-	stateHTTP                   // HTTP/1.1 requests (keep-alive)
-	stateWS                     // WebSocket frames after the 101
+	stateSniff  connState = iota // first bytes not yet classified
+	stateTCP                     // J-IM TCP frames
+	stateHTTP                    // HTTP/1.1 requests (keep-alive)
+	stateWS                      // WebSocket frames after the 101
+	stateWSEcho                  // WebSocket frames on the test-only echo endpoint
 )
 
 // Disconnect reasons, also the label values of jim_disconnects_total.
@@ -68,6 +69,7 @@ type conn struct {
 	queued     bool       // on its loop's dirty list
 	closed     bool       // no more writes accepted
 	closeAfter bool       // close once out has been flushed
+	loginFree  bool       // no login deadline: HTTP after a whole request, the echo endpoint
 
 	// Loop-owned again; they sit among the small fields above so that the
 	// struct stays in its allocation size class.
@@ -130,7 +132,16 @@ func (c *conn) Send(m *codec.Outbound) bool {
 // sendRaw queues bytes already framed for the connection. It enforces the
 // outbound cap: what is queued here plus what gnet still holds must stay under
 // it, or the connection is a slow consumer and is closed with that reason.
-func (c *conn) sendRaw(b []byte) bool {
+func (c *conn) sendRaw(b []byte) bool { return c.queue(b, "") }
+
+// sendLast queues b as the last bytes c writes and closes c after them, as
+// one step: a frame sent by another goroutine in between (a reply finishing
+// on a worker) would otherwise land behind a WebSocket close frame, where
+// RFC 6455 allows nothing.
+func (c *conn) sendLast(b []byte, reason string) { c.queue(b, reason) }
+
+// queue is sendRaw, and with a reason also Close, under one lock.
+func (c *conn) queue(b []byte, closeReason string) bool {
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
@@ -157,6 +168,12 @@ func (c *conn) sendRaw(b []byte) bool {
 		c.out, c.outShared = append(nb, b...), false
 	default:
 		c.out = append(c.out, b...)
+	}
+	if closeReason != "" {
+		c.closed, c.closeAfter = true, true
+		if c.reason == 0 {
+			c.reason = internReason(closeReason)
+		}
 	}
 	enqueue := !c.queued
 	c.queued = true

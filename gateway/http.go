@@ -38,8 +38,7 @@ func (s *Server) readHTTP(c *conn, b []byte) (int, bool) {
 			code = 411
 		}
 		s.metrics.httpRequests.WithLabelValues("bad", strconv.Itoa(code)).Inc()
-		c.sendRaw(codec.AppendResponse(nil, code, "text/plain; charset=utf-8", []byte(httpReason(code)+"\n"), false))
-		c.Close(reason)
+		c.sendLast(codec.AppendResponse(nil, code, "text/plain; charset=utf-8", []byte(httpReason(code)+"\n"), false), reason)
 		return 0, true
 	}
 	if n == 0 {
@@ -49,6 +48,7 @@ func (s *Server) readHTTP(c *conn, b []byte) (int, bool) {
 		s.upgrade(c, req)
 		return n, true
 	}
+	c.setLoginFree(true)
 	s.route(c, req)
 	return n, true
 }
@@ -57,15 +57,15 @@ func (s *Server) readHTTP(c *conn, b []byte) (int, bool) {
 // client keeps it alive.
 func (s *Server) reply(c *conn, req *codec.Request, route string, code int, ctype string, body []byte, extra ...string) {
 	s.metrics.httpRequests.WithLabelValues(route, strconv.Itoa(code)).Inc()
+	resp := codec.AppendResponse(nil, code, ctype, body, req.KeepAlive, extra...)
 	if req.Method == "HEAD" {
 		// Content-Length still tells the size; the body is left out.
-		resp := codec.AppendResponse(nil, code, ctype, body, req.KeepAlive, extra...)
-		c.sendRaw(resp[:len(resp)-len(body)])
-	} else {
-		c.sendRaw(codec.AppendResponse(nil, code, ctype, body, req.KeepAlive, extra...))
+		resp = resp[:len(resp)-len(body)]
 	}
-	if !req.KeepAlive {
-		c.Close(reasonHTTPClose)
+	if req.KeepAlive {
+		c.sendRaw(resp)
+	} else {
+		c.sendLast(resp, reasonHTTPClose)
 	}
 }
 
@@ -196,7 +196,15 @@ func (s *Server) upgrade(c *conn, req *codec.Request) {
 		c.sendRaw(codec.AppendWSUpgrade(nil, req.WSKey))
 		c.ws = &codec.WSDecoder{MaxMessage: s.opts.MaxWSMessage, RequireMask: true}
 		s.setProto(c, stateWSEcho, codec.ProtoWS)
+		c.setLoginFree(true)
 		return
+	}
+	if c.setLoginFree(false) && s.auSeconds > 0 && s.hbSeconds == 0 {
+		// An earlier request on this keep-alive connection took it off the
+		// wheel; the login deadline (from when it opened) applies again.
+		// With an idle timeout it is still on the wheel, which checks the
+		// login deadline whenever it looks.
+		s.wheel.add(c, int64(c.opened)+s.auSeconds)
 	}
 	s.metrics.httpRequests.WithLabelValues("ws", "101").Inc()
 	c.sendRaw(codec.AppendWSUpgrade(nil, req.WSKey))

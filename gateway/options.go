@@ -47,6 +47,16 @@ type Options struct {
 	// Default false accepts them, as J-IM does.
 	WSRequireMask bool
 
+	// WSEchoPath, when set, is a test-only WebSocket endpoint (for example
+	// "/echo") that echoes every text and binary message back unchanged,
+	// with the same opcode, so external conformance suites can exercise the
+	// WebSocket layer alone: no login, no J-IM commands, but every RFC 6455
+	// rule of the decoder, and unmasked client frames are always refused
+	// there (RFC 6455 §5.1) whatever WSRequireMask says. Messages are capped
+	// by MaxWSMessage. Empty (the default) means no such endpoint; never
+	// enable it on a public listener.
+	WSEchoPath string
+
 	// Static is served for GET requests that are not API, health or metrics
 	// paths. Nil serves nothing (404).
 	Static fs.FS

@@ -291,7 +291,7 @@ func (s *Server) process(c *conn, buf []byte) (int, bool) {
 			n, keep = s.readTCP(c, buf[off:])
 		case stateHTTP:
 			n, keep = s.readHTTP(c, buf[off:])
-		case stateWS:
+		case stateWS, stateWSEcho:
 			n, keep = s.readWS(c, buf[off:])
 		}
 		off += n
@@ -394,10 +394,17 @@ func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 	}
 }
 
+// readWS decodes WebSocket frames. On the echo endpoint (stateWSEcho) data
+// messages go straight back instead of to the handler.
 func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 	off := 0
+	echo := c.state == stateWSEcho
 	for {
-		c.ws.MaxMessage, _ = s.bodyLimit(c, s.opts.MaxWSMessage)
+		if echo {
+			c.ws.MaxMessage = s.opts.MaxWSMessage
+		} else {
+			c.ws.MaxMessage, _ = s.bodyLimit(c, s.opts.MaxWSMessage)
+		}
 		msg, ok, n, err := c.ws.Decode(b[off:])
 		if err != nil {
 			s.metrics.decodeErrors.WithLabelValues("ws").Inc()
@@ -410,8 +417,7 @@ func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 			if code == 1009 {
 				reason = reasonTooLarge
 			}
-			c.sendRaw(codec.AppendWSClose(nil, code, wsReason(err)))
-			c.Close(reason)
+			c.sendLast(codec.AppendWSClose(nil, code, wsReason(err)), reason)
 			return off, true
 		}
 		if n == 0 {
@@ -421,6 +427,10 @@ func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 		if ok {
 			switch msg.Op {
 			case codec.WSText, codec.WSBinary:
+				if echo {
+					c.sendRaw(codec.AppendWSFrame(nil, msg.Op, msg.Payload))
+					break
+				}
 				if ok, kick := s.allowMsg(c); !ok {
 					if kick {
 						c.setReason(reasonMsgRate)
@@ -435,12 +445,9 @@ func (s *Server) readWS(c *conn, b []byte) (int, bool) {
 			case codec.WSPing:
 				c.sendRaw(codec.AppendWSFrame(nil, codec.WSPong, msg.Payload))
 			case codec.WSClose:
-				code := msg.CloseCode
-				if code == 1005 || code == 0 {
-					code = 1000
-				}
-				c.sendRaw(codec.AppendWSClose(nil, code, ""))
-				c.Close(reasonWSClose)
+				// Echo the peer's code (RFC 6455 §5.5.1); an empty close
+				// (1005, which never goes on the wire) gets an empty one.
+				c.sendLast(codec.AppendWSClose(nil, msg.CloseCode, ""), reasonWSClose)
 				return off, true
 			}
 		}
@@ -514,9 +521,9 @@ func (s *Server) expire() {
 		if c.isClosed() {
 			continue
 		}
-		// HTTP connections answer to the idle timeout only; TCP and WS ones
-		// must log in first.
-		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP && now >= int64(c.opened)+s.auSeconds {
+		// TCP and WS connections must log in first; HTTP ones must send
+		// a whole request, then answer to the idle timeout only.
+		if s.auSeconds > 0 && c.needsLogin() && now >= int64(c.opened)+s.auSeconds {
 			c.closeNow(reasonAuthTimeout)
 			continue
 		}
@@ -528,7 +535,7 @@ func (s *Server) expire() {
 				continue
 			}
 		}
-		if s.auSeconds > 0 && c.UserID() == "" && c.state != stateHTTP {
+		if s.auSeconds > 0 && c.needsLogin() {
 			if d := int64(c.opened) + s.auSeconds; deadline == 0 || d < deadline {
 				deadline = d
 			}
@@ -537,6 +544,27 @@ func (s *Server) expire() {
 			s.wheel.add(c, deadline)
 		}
 	}
+}
+
+// needsLogin reports whether c is still under the login deadline: TCP and
+// WebSocket clients that have not logged in, and HTTP clients that have not
+// finished their first request (headers that never end would otherwise hold
+// the connection until the idle timeout). The echo endpoint never logs in.
+// It runs on the clock's goroutine, so it reads nothing loop-owned.
+func (c *conn) needsLogin() bool {
+	c.mu.Lock()
+	free := c.loginFree
+	c.mu.Unlock()
+	return !free && c.UserID() == ""
+}
+
+// setLoginFree sets whether c is exempt from the login deadline and returns
+// what it was.
+func (c *conn) setLoginFree(v bool) (was bool) {
+	c.mu.Lock()
+	was, c.loginFree = c.loginFree, v
+	c.mu.Unlock()
+	return was
 }
 
 // snapshot lists the open connections, for shutdown and lame duck.

@@ -64,6 +64,8 @@ func run(args []string) error {
 		msgBurst   = fs.Int("msg-burst", 0, "burst of -msg-rate (0: two seconds' worth)")
 		byteRate   = fs.Float64("byte-rate", 0, "inbound bytes per second per connection (0: unlimited); far over it disconnects")
 		maxMembers = fs.Int("max-group-members", 0, "refuse joins beyond this many members per group (0: unlimited)")
+		maxGroups  = fs.Int("max-groups-per-user", 0, "refuse a user's joins beyond this many groups (0: unlimited)")
+		wsEcho     = fs.String("ws-echo-path", "", "test only: a WebSocket echo endpoint at this path for conformance suites (empty: off)")
 		noticeMax  = fs.Int("notice-max-members", 500, "send join/leave notices only in groups with at most this many online members (-1: always)")
 		lameDuck   = fs.Duration("lame-duck-window", 30*time.Second, "on SIGUSR2, spread disconnects over this window while /healthz reports draining")
 		pprofAddr  = fs.String("pprof-addr", "", "serve /debug/pprof on this address (empty: off); keep it on loopback")
@@ -135,6 +137,7 @@ func run(args []string) error {
 		MaxTCPBody:       *maxBody,
 		MaxWSMessage:     *maxWS,
 		WSRequireMask:    *wsStrict,
+		WSEchoPath:       *wsEcho,
 		TLSCertFile:      *tlsCert,
 		TLSKeyFile:       *tlsKey,
 		MaxConns:         *maxConns,
@@ -241,6 +244,7 @@ func run(args []string) error {
 		APIKey:     *apiKey,
 
 		MaxGroupMembers:  *maxMembers,
+		MaxGroupsPerUser: *maxGroups,
 		NoticeMaxMembers: *noticeMax,
 	}
 	if node != nil {
