@@ -357,21 +357,25 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 		d.log.Error("dispatch: encoding chat", "err", err)
 		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
 	}
-	var conns []Conn
-	var online []string // recipients with connections now
-	var firstConn []int // index in conns of each online recipient's first
+	var members []string // candidate recipients
+	if cb.ChatType == codec.ChatTypePrivate {
+		members = []string{cb.To}
+	} else {
+		members = d.hub.groupOnline(cb.GroupID)
+	}
+	// Sized up front: a big group would otherwise regrow (and copy) these
+	// slices a dozen times per message.
+	conns := make([]Conn, 0, len(members))
+	online := make([]string, 0, len(members)) // recipients with connections now
+	firstConn := make([]int, 0, len(members)) // index in conns of each online recipient's first
 	add := func(u string) {
 		if cs := d.hub.conns(u); len(cs) > 0 {
 			online, firstConn = append(online, u), append(firstConn, len(conns))
 			conns = append(conns, cs...)
 		}
 	}
-	if cb.ChatType == codec.ChatTypePrivate {
-		add(cb.To)
-	} else {
-		for _, u := range d.hub.groupOnline(cb.GroupID) {
-			add(u)
-		}
+	for _, u := range members {
+		add(u)
 	}
 	start := time.Now()
 	n, missed := d.deliver(conns, online, firstConn, codec.NewOutbound(codec.CmdChatReq, fwd))
