@@ -289,3 +289,42 @@ func TestLameDuck(t *testing.T) {
 		t.Fatalf("disconnects not spread out: first %v, last %v", first, last)
 	}
 }
+
+// A peer far over its byte rate is disconnected and counted.
+func TestByteRateLimit(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.ByteRate = 1000
+		o.ByteBurst = 2000
+		o.Registry = reg
+	})
+	polite := dialTCP(t, ts.addr)
+	polite.login("polite") // well under the burst
+	greedy := dialTCP(t, ts.addr)
+	greedy.login("greedy")
+	body := `{"cmd":13,"pad":"` + strings.Repeat("x", 1000) + `"}`
+	for i := 0; i < 8; i++ {
+		greedy.send(codec.CmdHeartbeatReq, body)
+	}
+	if !greedy.closedByServer() {
+		t.Fatal("peer 4x over its byte burst not disconnected")
+	}
+	var v float64
+	mfs, _ := reg.Gather()
+	for _, mf := range mfs {
+		if mf.GetName() == "jim_rate_limited_total" {
+			for _, m := range mf.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "kind" && l.GetValue() == "bytes" {
+						v += m.GetCounter().GetValue()
+					}
+				}
+			}
+		}
+	}
+	if v != 1 {
+		t.Fatalf("jim_rate_limited_total{kind=bytes} = %v", v)
+	}
+	polite.send(codec.CmdHeartbeatReq, `{}`)
+	polite.expect(codec.CmdHeartbeatReq)
+}
