@@ -13,23 +13,6 @@ import (
 // is 100 on every mainstream Linux build and Go offers no sysconf to ask.
 const clockTicks = 100
 
-// RaiseNoFileLimit lifts the soft open-file limit to the hard limit, because
-// every client connection costs a descriptor and the default soft limit
-// (often 1024) would stop a run long before the machine's real limit.
-func RaiseNoFileLimit() (uint64, error) {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		return 0, err
-	}
-	if r.Cur < r.Max {
-		r.Cur = r.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-			return 0, err
-		}
-	}
-	return r.Cur, nil
-}
-
 // readRSS returns a process's resident set size in bytes from
 // /proc/<pid>/status.
 func readRSS(pid int) (int64, error) {

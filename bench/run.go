@@ -14,6 +14,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"jim/internal/rlimit"
 )
 
 // Scenario names.
@@ -334,7 +336,7 @@ func fillServer(res *Result, before, atRun, atEnd serverSample) {
 }
 
 func run(ctx context.Context, cfg *Config) (*Result, error) {
-	if _, err := RaiseNoFileLimit(); err != nil {
+	if _, err := rlimit.RaiseNoFile(); err != nil {
 		return nil, fmt.Errorf("raise open-file limit: %w", err)
 	}
 	r := &runner{cfg: cfg, errKinds: map[string]int64{}}

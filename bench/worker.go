@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"jim/internal/rlimit"
 )
 
 // workerEvent is one line a worker writes to its stdout. The parent answers
@@ -88,7 +90,7 @@ func RunParent(ctx context.Context, cfg Config, procs int, exe string, argsFor f
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if _, err := RaiseNoFileLimit(); err != nil {
+	if _, err := rlimit.RaiseNoFile(); err != nil {
 		return nil, fmt.Errorf("raise open-file limit: %w", err)
 	}
 	unit := 1

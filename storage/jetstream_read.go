@@ -227,21 +227,7 @@ func (s *JetStream) History(parent context.Context, conv string, q Query) ([]*Me
 	if err != nil {
 		return nil, err
 	}
-	switch {
-	case q.Offset > 0:
-		if q.Offset >= len(match) {
-			match = nil
-		} else {
-			match = match[q.Offset:]
-		}
-		if len(match) > limit {
-			match = match[:limit]
-		}
-	case q.Latest && len(match) > limit:
-		match = match[len(match)-limit:]
-	case len(match) > limit:
-		match = match[:limit]
-	}
+	match = q.window(match)
 	if match == nil {
 		match = []*Message{}
 	}

@@ -148,22 +148,7 @@ func (m *Memory) History(_ context.Context, conv string, q Query) ([]*Message, e
 		}
 		match = append(match, msg)
 	}
-	limit := q.Limit()
-	switch {
-	case q.Offset > 0:
-		if q.Offset >= len(match) {
-			match = nil
-		} else {
-			match = match[q.Offset:]
-		}
-		if len(match) > limit {
-			match = match[:limit]
-		}
-	case q.Latest && len(match) > limit:
-		match = match[len(match)-limit:]
-	case len(match) > limit:
-		match = match[:limit]
-	}
+	match = q.window(match)
 	return cloneAll(match), nil
 }
 

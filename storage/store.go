@@ -112,6 +112,29 @@ func (q Query) Limit() int {
 	return q.Count
 }
 
+// window cuts the page q asks for out of match, the messages that passed
+// q's filters, oldest first: Count from Offset, or with Latest the newest
+// Count.
+func (q Query) window(match []*Message) []*Message {
+	limit := q.Limit()
+	switch {
+	case q.Offset > 0:
+		if q.Offset >= len(match) {
+			match = nil
+		} else {
+			match = match[q.Offset:]
+		}
+		if len(match) > limit {
+			match = match[:limit]
+		}
+	case q.Latest && len(match) > limit:
+		match = match[len(match)-limit:]
+	case len(match) > limit:
+		match = match[:limit]
+	}
+	return match
+}
+
 // OfflineFilter selects part of a user's offline queue. From keeps private
 // messages sent by that user; GroupID keeps that group's messages; both empty
 // keeps everything. Limit caps the result (0 = MaxHistoryCount).

@@ -23,6 +23,7 @@ import (
 	"jim/cluster"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/rlimit"
 	"jim/storage"
 	"jim/web"
 )
@@ -162,7 +163,7 @@ func run(args []string) error {
 		fmt.Printf("jimd: configuration OK (%s; store %s)\n", src, *storeKind)
 		return nil
 	}
-	if n, err := raiseFileLimit(); err != nil {
+	if n, err := rlimit.RaiseNoFile(); err != nil {
 		log.Warn("could not raise the open-file limit", "err", err)
 	} else {
 		log.Info("open-file limit", "nofile", n)
@@ -343,21 +344,4 @@ func disabledIsNegative(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
-}
-
-// raiseFileLimit lifts the soft RLIMIT_NOFILE to the hard limit: every
-// connection is a file, and the soft default (often 1024) caps a gateway far
-// below what the box can hold.
-func raiseFileLimit() (uint64, error) {
-	var r syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-		return 0, err
-	}
-	if r.Cur < r.Max {
-		r.Cur = r.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r); err != nil {
-			return 0, err
-		}
-	}
-	return r.Cur, nil
 }
