@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"net"
 	"testing"
 	"time"
 
@@ -10,38 +9,16 @@ import (
 
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
 // startGateway runs a real jim server (gateway plus dispatcher, in-memory
 // store) on a free loopback port and returns its address and metrics.
 func startGateway(t *testing.T) (string, *prometheus.Registry) {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
 	reg := prometheus.NewRegistry()
-	d := dispatch.New(dispatch.Options{})
-	srv := gateway.New(gateway.Options{Addr: addr, Registry: reg}, d)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve() }()
-	select {
-	case <-srv.Started():
-	case err := <-errc:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
-		<-errc
-		d.Close()
-	})
-	return addr, reg
+	s := jimtest.StartServer(t, gateway.Options{Registry: reg}, dispatch.Options{})
+	return s.Addr, reg
 }
 
 // counter reads one unlabelled counter from reg.

@@ -17,8 +17,8 @@ func TestChatTCPAndWS(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
 	for _, tc := range []struct{ name, a, b string }{
-		{"tcp-ws", "tcp://" + s.addr, "ws://" + s.addr + "/"},
-		{"ws-tcp", "ws://" + s.addr + "/chat", s.addr},
+		{"tcp-ws", "tcp://" + s.Addr, "ws://" + s.Addr + "/"},
+		{"ws-tcp", "ws://" + s.Addr + "/chat", s.Addr},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			alice := dial(t, tc.a, "alice-"+tc.name)
@@ -55,9 +55,9 @@ func TestChatTCPAndWS(t *testing.T) {
 func TestGroup(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
-	alice := dial(t, s.addr, "alice", client.WithGroupNotices())
-	bob := dial(t, "ws://"+s.addr, "bob")
-	carol := dial(t, s.addr, "carol")
+	alice := dial(t, s.Addr, "alice", client.WithGroupNotices())
+	bob := dial(t, "ws://"+s.Addr, "bob")
+	carol := dial(t, s.Addr, "carol")
 
 	if err := alice.Join(ctx, "g1"); err != nil {
 		t.Fatal(err)
@@ -118,8 +118,8 @@ func TestGroup(t *testing.T) {
 func TestHistory(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
-	alice := dial(t, s.addr, "alice")
-	bob := dial(t, s.addr, "bob")
+	alice := dial(t, s.Addr, "alice")
+	bob := dial(t, s.Addr, "bob")
 	for i := range 5 {
 		from, to := alice, bob
 		if i%2 == 1 {
@@ -158,7 +158,7 @@ func TestHistory(t *testing.T) {
 func TestOfflineOnLogin(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
-	alice := dial(t, s.addr, "alice")
+	alice := dial(t, s.Addr, "alice")
 	for i := range 3 {
 		ack, err := alice.Send(ctx, "carol", fmt.Sprint("while you were out ", i))
 		if err != nil {
@@ -168,7 +168,7 @@ func TestOfflineOnLogin(t *testing.T) {
 			t.Fatalf("ack %+v", ack)
 		}
 	}
-	carol := dial(t, "ws://"+s.addr, "carol")
+	carol := dial(t, "ws://"+s.Addr, "carol")
 	msgs, err := carol.Offline(ctx, client.OfflineQuery{})
 	if err != nil {
 		t.Fatal(err)
@@ -193,10 +193,10 @@ func TestHeartbeatKeepsIdleConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(s.Stop)
 	ctx := ctxT(t)
-	alive := dial(t, s.addr, "alive", client.WithHeartbeat(400*time.Millisecond), client.WithoutReconnect())
-	silent := dial(t, s.addr, "silent", client.WithHeartbeat(time.Hour), client.WithoutReconnect())
+	alive := dial(t, s.Addr, "alive", client.WithHeartbeat(400*time.Millisecond), client.WithoutReconnect())
+	silent := dial(t, s.Addr, "silent", client.WithHeartbeat(time.Hour), client.WithoutReconnect())
 
 	time.Sleep(3500 * time.Millisecond) // past the server's 2 s idle timeout (plus its 1 s wheel)
 
@@ -222,8 +222,8 @@ func TestReconnectResume(t *testing.T) {
 	}
 	ctx := ctxT(t)
 	// bob's backoff keeps him away long enough for alice to send.
-	bob := dial(t, s1.addr, "bob", client.WithReconnect(1500*time.Millisecond, 2*time.Second))
-	alice := dial(t, s1.addr, "alice", client.WithoutReconnect())
+	bob := dial(t, s1.Addr, "bob", client.WithReconnect(1500*time.Millisecond, 2*time.Second))
+	alice := dial(t, s1.Addr, "alice", client.WithoutReconnect())
 	for _, c := range []*client.Client{alice, bob} {
 		if err := c.Join(ctx, "g"); err != nil {
 			t.Fatal(err)
@@ -249,14 +249,14 @@ func TestReconnectResume(t *testing.T) {
 	want(bob, "p1", 1, false)
 	want(bob, "g1", 1, false)
 
-	s1.stop()
-	s2, err := startServer(s1.addr, store, 0)
+	s1.Stop()
+	s2, err := startServer(s1.Addr, store, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.stop()
+	defer s2.Stop()
 
-	sender := dial(t, s2.addr, "alice", client.WithoutReconnect())
+	sender := dial(t, s2.Addr, "alice", client.WithoutReconnect())
 	for i := 3; i <= 5; i++ {
 		ack, err := sender.Send(ctx, "bob", fmt.Sprint("p", i))
 		if err != nil {
@@ -314,8 +314,8 @@ func TestSendRetriesAcrossReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := ctxT(t)
-	bob := dial(t, s1.addr, "bob", client.WithReconnect(100*time.Millisecond, 200*time.Millisecond))
-	s1.stop()
+	bob := dial(t, s1.Addr, "bob", client.WithReconnect(100*time.Millisecond, 200*time.Millisecond))
+	s1.Stop()
 	// The Send waits for the reconnect and goes out on the new connection.
 	done := make(chan error, 1)
 	go func() {
@@ -323,11 +323,11 @@ func TestSendRetriesAcrossReconnect(t *testing.T) {
 		done <- err
 	}()
 	time.Sleep(50 * time.Millisecond)
-	s2, err := startServer(s1.addr, store, 0)
+	s2, err := startServer(s1.Addr, store, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s2.stop()
+	defer s2.Stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -345,8 +345,8 @@ func TestSendRetriesAcrossReconnect(t *testing.T) {
 func TestConcurrentSends(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
-	alice := dial(t, s.addr, "alice")
-	bob := dial(t, "ws://"+s.addr, "bob")
+	alice := dial(t, s.Addr, "alice")
+	bob := dial(t, "ws://"+s.Addr, "bob")
 	const workers, per = 10, 20
 	var mu sync.Mutex
 	seqs := map[uint64]string{}
@@ -396,15 +396,15 @@ func TestConcurrentSends(t *testing.T) {
 func TestLoginRefusedAndBadAddress(t *testing.T) {
 	s := newServer(t)
 	ctx := ctxT(t)
-	if _, err := client.Dial(ctx, "udp://"+s.addr); err == nil {
+	if _, err := client.Dial(ctx, "udp://"+s.Addr); err == nil {
 		t.Fatal("udp address accepted")
 	}
-	_, err := client.Dial(ctx, s.addr, client.WithUser("", "", ""), client.WithLogger(quiet))
+	_, err := client.Dial(ctx, s.Addr, client.WithUser("", "", ""), client.WithLogger(quiet))
 	var e *client.Error
 	if !errors.As(err, &e) || e.Code != codec.StatusLoginFailed {
 		t.Fatalf("empty user login: %v", err)
 	}
-	c, err := client.Dial(ctx, s.addr, client.WithLogger(quiet))
+	c, err := client.Dial(ctx, s.Addr, client.WithLogger(quiet))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,7 +14,7 @@ func exampleServer() (addr string, stop func()) {
 	if err != nil {
 		panic(err)
 	}
-	return s.addr, s.stop
+	return s.Addr, s.Stop
 }
 
 func Example() {

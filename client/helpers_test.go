@@ -3,80 +3,37 @@ package client_test
 import (
 	"context"
 	"log/slog"
-	"net"
 	"testing"
 	"time"
 
 	"jim/client"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 	"jim/storage"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
 
-// server is an in-process jim: gateway plus dispatcher.
-type server struct {
-	addr string
-	srv  *gateway.Server
-	d    *dispatch.Dispatcher
-	errc chan error
-}
-
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
 // startServer runs jim on addr (a free port when empty) over store (a fresh
-// memory store when nil).
-func startServer(addr string, store storage.Store, hbTimeout time.Duration) (*server, error) {
-	if addr == "" {
-		var err error
-		if addr, err = freeAddr(); err != nil {
-			return nil, err
-		}
-	}
-	d := dispatch.New(dispatch.Options{Store: store, Logger: quiet})
+// memory store when nil). The caller stops it.
+func startServer(addr string, store storage.Store, hbTimeout time.Duration) (*jimtest.Server, error) {
 	gopts := gateway.Options{Addr: addr, Logger: quiet, HeartbeatTimeout: hbTimeout, NumEventLoop: 2}
 	if hbTimeout > 0 {
 		// The server first looks at a connection at its login deadline
 		// (10 s by default), so a short idle timeout needs a short one too.
 		gopts.AuthTimeout = hbTimeout
 	}
-	srv := gateway.New(gopts, d)
-	s := &server{addr: addr, srv: srv, d: d, errc: make(chan error, 1)}
-	go func() { s.errc <- srv.Serve() }()
-	select {
-	case <-srv.Started():
-		return s, nil
-	case err := <-s.errc:
-		d.Close()
-		return nil, err
-	case <-time.After(10 * time.Second):
-		return nil, context.DeadlineExceeded
-	}
+	return jimtest.Start(gopts, dispatch.Options{Store: store, Logger: quiet})
 }
 
-func (s *server) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = s.srv.Stop(ctx)
-	<-s.errc
-	s.d.Close()
-}
-
-func newServer(t *testing.T) *server {
+func newServer(t *testing.T) *jimtest.Server {
 	t.Helper()
 	s, err := startServer("", nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(s.stop)
+	t.Cleanup(s.Stop)
 	return s
 }
 

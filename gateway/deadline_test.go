@@ -17,9 +17,9 @@ func TestHTTPHeaderDeadline(t *testing.T) {
 		o.AuthTimeout = time.Second
 		o.HeartbeatTimeout = time.Minute
 	})
-	slow := dialTCP(t, ts.addr)
+	slow := dialTCP(t, ts.Addr)
 	slow.c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Never: "))
-	served := dialTCP(t, ts.addr)
+	served := dialTCP(t, ts.Addr)
 	served.c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
 	_ = served.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4096)
@@ -48,7 +48,7 @@ func TestUpgradeAfterRequestNeedsLogin(t *testing.T) {
 		o.AuthTimeout = time.Second
 		o.HeartbeatTimeout = -1
 	})
-	c := dialTCP(t, ts.addr)
+	c := dialTCP(t, ts.Addr)
 	c.c.Write([]byte("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"))
 	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	buf := make([]byte, 4096)

@@ -51,7 +51,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 			_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
 		})
 	}}
-	raw, err := d.Dial("tcp", ts.addr)
+	raw, err := d.Dial("tcp", ts.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -59,11 +59,11 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	raw.Write(codec.AppendTCP(nil, codec.CmdLoginReq, 0, false, []byte(`{"cmd":5,"userId":"slow"}`)))
 	// Let the login land before the flood starts; the reply is left unread.
 	deadline := time.Now().Add(5 * time.Second)
-	for !ts.d.Online("slow") && time.Now().Before(deadline) {
+	for !ts.D.Online("slow") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
 
-	sender := dialTCP(t, ts.addr)
+	sender := dialTCP(t, ts.Addr)
 	sender.login("sender")
 	content := strings.Repeat("x", 60<<10)
 	body := `{"cmd":11,"to":"slow","chatType":2,"content":"` + content + `"}`
@@ -75,10 +75,10 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 		t.Fatalf("slow consumer disconnects = %v", v)
 	}
 	deadline = time.Now().Add(5 * time.Second)
-	for ts.d.Online("slow") && time.Now().Before(deadline) {
+	for ts.D.Online("slow") && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if ts.d.Online("slow") {
+	if ts.D.Online("slow") {
 		t.Fatal("slow consumer still online")
 	}
 	sender.send(codec.CmdHeartbeatReq, `{}`)
@@ -87,7 +87,7 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 
 func TestWebSocketControlFrames(t *testing.T) {
 	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) { o.MaxWSMessage = 1024 })
-	w := dialWS(t, ts.addr, "username=pinger")
+	w := dialWS(t, ts.Addr, "username=pinger")
 	w.expect(6)
 
 	// coder/websocket answers our pong to its ping.
@@ -99,7 +99,7 @@ func TestWebSocketControlFrames(t *testing.T) {
 	}
 
 	// Invalid JSON gets J-IM's unknown-command reply, not a disconnect.
-	big := dialWS(t, ts.addr, "username=big")
+	big := dialWS(t, ts.Addr, "username=big")
 	big.expect(6)
 	big.send("not json")
 	if m := big.expect(0); code(m) != 10017 {
@@ -115,7 +115,7 @@ func TestWebSocketControlFrames(t *testing.T) {
 	}
 
 	// A normal close handshake.
-	c := dialWS(t, ts.addr, "username=closer")
+	c := dialWS(t, ts.Addr, "username=closer")
 	c.expect(6)
 	if err := c.c.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatalf("close handshake: %v", err)
@@ -129,7 +129,7 @@ func TestGarbageAndTLSFirstBytes(t *testing.T) {
 		[]byte("GEX / HTTP/1.1\r\n"),   // looks like a method, is not
 		{0xff},
 	} {
-		c := dialTCP(t, ts.addr)
+		c := dialTCP(t, ts.Addr)
 		// Sent a byte at a time: the sniffer must not decide early.
 		for _, b := range first {
 			c.c.Write([]byte{b})
@@ -140,7 +140,7 @@ func TestGarbageAndTLSFirstBytes(t *testing.T) {
 		}
 	}
 	// An HTTP request split in the middle of its method still works.
-	c := dialTCP(t, ts.addr)
+	c := dialTCP(t, ts.Addr)
 	c.c.Write([]byte("GE"))
 	time.Sleep(20 * time.Millisecond)
 	c.c.Write([]byte("T /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"))
@@ -154,12 +154,12 @@ func TestGarbageAndTLSFirstBytes(t *testing.T) {
 
 func TestStopDrains(t *testing.T) {
 	ts := startServer(t, nil)
-	c := dialTCP(t, ts.addr)
+	c := dialTCP(t, ts.Addr)
 	c.login("leaver")
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	start := time.Now()
-	if err := ts.srv.Stop(ctx); err != nil {
+	if err := ts.Srv.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if !c.closedByServer() {
@@ -168,7 +168,7 @@ func TestStopDrains(t *testing.T) {
 	if d := time.Since(start); d > 6*time.Second {
 		t.Fatalf("stop took %v", d)
 	}
-	if _, err := net.DialTimeout("tcp", ts.addr, time.Second); err == nil {
+	if _, err := net.DialTimeout("tcp", ts.Addr, time.Second); err == nil {
 		t.Fatal("still accepting after Stop")
 	}
 }
@@ -180,17 +180,17 @@ func TestConnectionLimits(t *testing.T) {
 	})
 	var cs []*tcpClient
 	for i := 0; i < 3; i++ {
-		c := dialTCP(t, ts.addr)
+		c := dialTCP(t, ts.Addr)
 		c.login(fmt.Sprintf("ip%d", i))
 		cs = append(cs, c)
 	}
-	fourth := dialTCP(t, ts.addr)
+	fourth := dialTCP(t, ts.Addr)
 	if !fourth.closedByServer() {
 		t.Fatal("fourth connection from one address accepted")
 	}
 	// Another loopback address has its own quota, under the total cap.
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}
-	other, err := d.Dial("tcp", ts.addr)
+	other, err := d.Dial("tcp", ts.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,7 +204,7 @@ func TestMessageRateLimit(t *testing.T) {
 		o.MsgRate = 5
 		o.MsgBurst = 5
 	})
-	c := dialTCP(t, ts.addr)
+	c := dialTCP(t, ts.Addr)
 	c.login("chatty") // one token
 	var b []byte
 	for i := 0; i < 8; i++ {
@@ -234,7 +234,7 @@ func TestMessageRateLimit(t *testing.T) {
 
 func TestPreAuthBodyLimit(t *testing.T) {
 	ts := startServer(t, nil)
-	c := dialTCP(t, ts.addr)
+	c := dialTCP(t, ts.Addr)
 	c.send(codec.CmdLoginReq, `{"cmd":5,"userId":"`+strings.Repeat("x", 20<<10)+`"}`)
 	if !c.closedByServer() {
 		t.Fatal("20 KiB frame before login accepted")
@@ -245,13 +245,13 @@ func TestLameDuck(t *testing.T) {
 	ts := startServer(t, nil)
 	var cs []*tcpClient
 	for i := 0; i < 10; i++ {
-		c := dialTCP(t, ts.addr)
+		c := dialTCP(t, ts.Addr)
 		c.login(fmt.Sprintf("duck%d", i))
 		cs = append(cs, c)
 	}
 	start := time.Now()
-	ts.srv.LameDuck(time.Second)
-	resp, err := http.Get("http://" + ts.addr + "/healthz")
+	ts.Srv.LameDuck(time.Second)
+	resp, err := http.Get("http://" + ts.Addr + "/healthz")
 	if err != nil {
 		t.Fatalf("healthz while draining: %v", err)
 	}
@@ -259,7 +259,7 @@ func TestLameDuck(t *testing.T) {
 	if resp.StatusCode != 503 {
 		t.Fatalf("healthz while draining: %d", resp.StatusCode)
 	}
-	late := dialTCP(t, ts.addr)
+	late := dialTCP(t, ts.Addr)
 	late.send(codec.CmdHeartbeatReq, `{}`)
 	if !late.closedByServer() {
 		t.Fatal("new TCP client accepted while draining")
@@ -298,14 +298,17 @@ func TestByteRateLimit(t *testing.T) {
 		o.ByteBurst = 2000
 		o.Registry = reg
 	})
-	polite := dialTCP(t, ts.addr)
+	polite := dialTCP(t, ts.Addr)
 	polite.login("polite") // well under the burst
-	greedy := dialTCP(t, ts.addr)
+	greedy := dialTCP(t, ts.Addr)
 	greedy.login("greedy")
 	body := `{"cmd":13,"pad":"` + strings.Repeat("x", 1000) + `"}`
+	var flood []byte
 	for i := 0; i < 8; i++ {
-		greedy.send(codec.CmdHeartbeatReq, body)
+		flood = codec.AppendTCP(flood, codec.CmdHeartbeatReq, 0, false, []byte(body))
 	}
+	// The server may cut the connection while this is still being written.
+	_, _ = greedy.c.Write(flood)
 	if !greedy.closedByServer() {
 		t.Fatal("peer 4x over its byte burst not disconnected")
 	}

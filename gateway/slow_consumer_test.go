@@ -3,8 +3,6 @@ package gateway_test
 import (
 	"bufio"
 	"bytes"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -22,6 +20,7 @@ import (
 	"jim/codec"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
 // Slow consumers, tested as NATS tests them: a group floods at a steady rate,
@@ -105,14 +104,14 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 	const group = "flood"
 	joinBody := `{"cmd":7,"group_id":"` + group + `"}`
 
-	sender := dialTCP(t, ts.addr)
+	sender := dialTCP(t, ts.Addr)
 	sender.login("sender")
 	sender.send(codec.CmdJoinGroupReq, joinBody)
 	sender.expect(codec.CmdJoinGroupNotify)
 
 	readers := make([]*fanoutReader, 0, fanoutMembers)
 	for i := 0; len(readers) < fanoutMembers-2; i++ {
-		c := dialTCP(t, ts.addr)
+		c := dialTCP(t, ts.Addr)
 		c.login(fmt.Sprintf("m%d", i))
 		c.send(codec.CmdJoinGroupReq, joinBody)
 		for {
@@ -125,7 +124,7 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 	}
 	if !slow {
 		// The same number of fast readers in both runs.
-		c := dialTCP(t, ts.addr)
+		c := dialTCP(t, ts.Addr)
 		c.login("extra")
 		c.send(codec.CmdJoinGroupReq, joinBody)
 		c.expect(codec.CmdJoinGroupNotify)
@@ -147,7 +146,7 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 				_ = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, 4096)
 			})
 		}}
-		sc, err := d.Dial("tcp", ts.addr)
+		sc, err := d.Dial("tcp", ts.Addr)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -184,7 +183,7 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
 				peak = max(peak, int64(ms.HeapInuse))
-				if slow && cutAfter == 0 && !ts.d.Online("slow") {
+				if slow && cutAfter == 0 && !ts.D.Online("slow") {
 					cutAfter = time.Since(start)
 				}
 			}
@@ -242,7 +241,7 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 	}
 	if slow {
 		res.slowCut = labeledCounter(t, reg, "jim_disconnects_total", "reason", "slow_consumer") == 1 &&
-			!ts.d.Online("slow")
+			!ts.D.Online("slow")
 	}
 	return res
 }
@@ -260,7 +259,7 @@ var tsMarker = []byte(`ts=`)
 
 func (r *fanoutReader) run() {
 	for {
-		cmd, body, err := readFrame(r.br)
+		cmd, body, err := jimtest.ReadFrame(r.br)
 		now := time.Now()
 		if err != nil {
 			r.err = err
@@ -294,34 +293,6 @@ func (r *fanoutReader) run() {
 			}
 		}
 	}
-}
-
-// readFrame reads one J-IM TCP frame from the server.
-func readFrame(br *bufio.Reader) (codec.Cmd, []byte, error) {
-	var hdr [7]byte
-	if _, err := io.ReadFull(br, hdr[:2]); err != nil {
-		return 0, nil, err
-	}
-	if hdr[0] != 0x01 {
-		return 0, nil, fmt.Errorf("version byte %#x", hdr[0])
-	}
-	if hdr[1]&0x20 != 0 {
-		if _, err := io.ReadFull(br, make([]byte, 4)); err != nil {
-			return 0, nil, err
-		}
-	}
-	if _, err := io.ReadFull(br, hdr[2:7]); err != nil {
-		return 0, nil, err
-	}
-	n := binary.BigEndian.Uint32(hdr[3:7])
-	if n > 16<<20 {
-		return 0, nil, errors.New("frame too large")
-	}
-	body := make([]byte, n)
-	if _, err := io.ReadFull(br, body); err != nil {
-		return 0, nil, err
-	}
-	return codec.Cmd(int8(hdr[2])), body, nil
 }
 
 // gcHeapInuse is HeapInuse after a collection.

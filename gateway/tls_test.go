@@ -3,16 +3,9 @@ package gateway_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"io"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -33,68 +26,13 @@ import (
 	"jim/codec"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
-// testCert is a self-signed ECDSA P-256 certificate for 127.0.0.1 and
-// localhost, written as PEM files.
-type testCert struct {
-	certFile, keyFile string
-	serial            int64
-	pool              *x509.CertPool
-}
-
-// writeCert writes a new certificate with the given serial to certFile and
-// keyFile (created in a temporary directory when empty).
-func writeCert(t testing.TB, serial int64, certFile, keyFile string) *testCert {
-	t.Helper()
-	if certFile == "" {
-		dir := t.TempDir()
-		certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: "jim test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		DNSNames:              []string{"localhost"},
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	leaf, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(leaf)
-	return &testCert{certFile: certFile, keyFile: keyFile, serial: serial, pool: pool}
-}
-
-func (tc *testCert) clientConfig() *tls.Config {
-	return &tls.Config{RootCAs: tc.pool, ServerName: "127.0.0.1"}
-}
-
-func startTLSServer(t testing.TB, tc *testCert, mod func(*gateway.Options, *dispatch.Options)) *testServer {
+func startTLSServer(t testing.TB, tc *jimtest.Cert, mod func(*gateway.Options, *dispatch.Options)) *jimtest.Server {
 	t.Helper()
 	return startServer(t, func(o *gateway.Options, do *dispatch.Options) {
-		o.TLSCertFile, o.TLSKeyFile = tc.certFile, tc.keyFile
+		o.TLSCertFile, o.TLSKeyFile = tc.CertFile, tc.KeyFile
 		if mod != nil {
 			mod(o, do)
 		}
@@ -143,20 +81,20 @@ func labeledCounter(t *testing.T, reg *prometheus.Registry, name, label, value s
 // J-IM TCP, WebSocket and HTTP, each inside TLS and in the clear, all on one
 // port and talking to each other.
 func TestTLSOnSamePort(t *testing.T) {
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	reg := prometheus.NewRegistry()
 	ts := startTLSServer(t, cert, func(o *gateway.Options, _ *dispatch.Options) { o.Registry = reg })
-	conf := cert.clientConfig()
+	conf := cert.ClientConfig()
 
-	alice, _ := dialTLS(t, ts.addr, conf) // J-IM TCP over TLS
+	alice, _ := dialTLS(t, ts.Addr, conf) // J-IM TCP over TLS
 	alice.login("alice")
-	bob := dialTCP(t, ts.addr) // plain J-IM TCP
+	bob := dialTCP(t, ts.Addr) // plain J-IM TCP
 	bob.login("bob")
 
 	hc := httpsClient(conf)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	ws, _, err := websocket.Dial(ctx, "wss://"+ts.addr+"/?username=carol&password=123", &websocket.DialOptions{HTTPClient: hc})
+	ws, _, err := websocket.Dial(ctx, "wss://"+ts.Addr+"/?username=carol&password=123", &websocket.DialOptions{HTTPClient: hc})
 	if err != nil {
 		t.Fatalf("wss dial: %v", err)
 	}
@@ -166,7 +104,7 @@ func TestTLSOnSamePort(t *testing.T) {
 	if m := carol.expect(6); code(m) != 10007 {
 		t.Fatalf("wss login: %v", m)
 	}
-	plainWS := dialWS(t, ts.addr, "username=dan")
+	plainWS := dialWS(t, ts.Addr, "username=dan")
 	plainWS.expect(6)
 
 	// TLS TCP -> plain TCP.
@@ -212,7 +150,7 @@ func TestTLSOnSamePort(t *testing.T) {
 		}
 		return resp.StatusCode, string(b)
 	}
-	base := "https://" + ts.addr
+	base := "https://" + ts.Addr
 	if st, body := get(base + "/healthz"); st != 200 || !strings.Contains(body, `"ok"`) {
 		t.Fatalf("healthz %d %s", st, body)
 	}
@@ -238,7 +176,7 @@ func TestTLSOnSamePort(t *testing.T) {
 		t.Fatalf("alice got %v", d)
 	}
 	// Plain HTTP still works on the same port.
-	if resp, err := http.Get("http://" + ts.addr + "/healthz"); err != nil || resp.StatusCode != 200 {
+	if resp, err := http.Get("http://" + ts.Addr + "/healthz"); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("plain healthz: %v %v", resp, err)
 	} else {
 		resp.Body.Close()
@@ -281,13 +219,13 @@ func (c *trickleConn) Write(b []byte) (int, error) {
 }
 
 func TestTLSRecordsSplitAnywhere(t *testing.T) {
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	ts := startTLSServer(t, cert, nil)
-	raw, err := net.Dial("tcp", ts.addr)
+	raw, err := net.Dial("tcp", ts.Addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tc := tls.Client(&trickleConn{Conn: raw, chunk: 7}, cert.clientConfig())
+	tc := tls.Client(&trickleConn{Conn: raw, chunk: 7}, cert.ClientConfig())
 	defer tc.Close()
 	c := &tcpClient{t: t, c: tc, br: bufio.NewReader(tc)}
 	// Login and heartbeats in one write: several frames in one record.
@@ -321,7 +259,7 @@ func TestTLSRecordsSplitAnywhere(t *testing.T) {
 // fork on its own would pick ChaCha20), the client's choice otherwise, and
 // nothing below TLS 1.2.
 func TestTLSCipherSuite(t *testing.T) {
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	ts := startTLSServer(t, cert, nil)
 	aesHW := (runtime.GOARCH == "amd64" && cpu.X86.HasAES && cpu.X86.HasPCLMULQDQ) ||
 		(runtime.GOARCH == "arm64" && cpu.ARM64.HasAES && cpu.ARM64.HasPMULL)
@@ -343,9 +281,9 @@ func TestTLSCipherSuite(t *testing.T) {
 			c.CipherSuites = []uint16{tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305}
 		}, func(s uint16) bool { return s == tls.TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305 }},
 	} {
-		conf := cert.clientConfig()
+		conf := cert.ClientConfig()
 		tt.mod(conf)
-		c, tc := dialTLS(t, ts.addr, conf)
+		c, tc := dialTLS(t, ts.Addr, conf)
 		c.login("suite-" + tt.name)
 		st := tc.ConnectionState()
 		t.Logf("%s: %s, %s, curve %v (AES hardware: %v)", tt.name,
@@ -358,9 +296,9 @@ func TestTLSCipherSuite(t *testing.T) {
 			t.Errorf("%s: negotiated %s", tt.name, tls.CipherSuiteName(st.CipherSuite))
 		}
 	}
-	old := cert.clientConfig()
+	old := cert.ClientConfig()
 	old.MinVersion, old.MaxVersion = tls.VersionTLS10, tls.VersionTLS11
-	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ts.addr, old); err == nil {
+	if c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", ts.Addr, old); err == nil {
 		c.Close()
 		t.Fatal("TLS 1.1 handshake accepted")
 	}
@@ -369,14 +307,14 @@ func TestTLSCipherSuite(t *testing.T) {
 // Session resumption works for both versions (tickets are the server's;
 // nothing of a finished connection's handshake is needed).
 func TestTLSResumption(t *testing.T) {
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	ts := startTLSServer(t, cert, nil)
 	for _, v := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
-		conf := cert.clientConfig()
+		conf := cert.ClientConfig()
 		conf.MaxVersion = v
 		conf.ClientSessionCache = tls.NewLRUClientSessionCache(4)
 		for i := 0; i < 3; i++ {
-			c, tc := dialTLS(t, ts.addr, conf)
+			c, tc := dialTLS(t, ts.Addr, conf)
 			// A round trip, so that a TLS 1.3 ticket has arrived.
 			c.send(codec.CmdHeartbeatReq, `{}`)
 			c.expect(codec.CmdHeartbeatReq)
@@ -389,19 +327,19 @@ func TestTLSResumption(t *testing.T) {
 }
 
 func TestTLSBadCertificate(t *testing.T) {
-	good := writeCert(t, 1, "", "")
-	other := writeCert(t, 2, "", "")
+	good := jimtest.WriteCert(t, 1, "", "")
+	other := jimtest.WriteCert(t, 2, "", "")
 	missing := filepath.Join(t.TempDir(), "nope.pem")
 	for _, tt := range []struct {
 		name, cert, key, want string
 	}{
-		{"missing cert", missing, good.keyFile, "nope.pem"},
-		{"missing key", good.certFile, missing, "no such file"},
-		{"key of another cert", good.certFile, other.keyFile, "private key does not match"},
-		{"key without cert", "", good.keyFile, "both a certificate file and a key file"},
-		{"not PEM", good.keyFile, good.keyFile, good.keyFile},
+		{"missing cert", missing, good.KeyFile, "nope.pem"},
+		{"missing key", good.CertFile, missing, "no such file"},
+		{"key of another cert", good.CertFile, other.KeyFile, "private key does not match"},
+		{"key without cert", "", good.KeyFile, "both a certificate file and a key file"},
+		{"not PEM", good.KeyFile, good.KeyFile, good.KeyFile},
 	} {
-		o := gateway.Options{Addr: freePort(t), TLSCertFile: tt.cert, TLSKeyFile: tt.key}
+		o := gateway.Options{Addr: jimtest.FreePort(t), TLSCertFile: tt.cert, TLSKeyFile: tt.key}
 		err := o.Validate()
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: Validate() = %v, want an error mentioning %q", tt.name, err, tt.want)
@@ -419,7 +357,7 @@ func TestTLSBadCertificate(t *testing.T) {
 			t.Fatalf("%s: Serve started", tt.name)
 		}
 	}
-	o := gateway.Options{TLSCertFile: good.certFile, TLSKeyFile: good.keyFile}
+	o := gateway.Options{TLSCertFile: good.CertFile, TLSKeyFile: good.KeyFile}
 	if err := o.Validate(); err != nil {
 		t.Fatalf("good pair: %v", err)
 	}
@@ -435,22 +373,22 @@ func TestTLSBadCertificate(t *testing.T) {
 // What jimd does on SIGHUP: the files are replaced, ReloadTLS is called, and
 // new connections see the new certificate while old ones carry on.
 func TestTLSReload(t *testing.T) {
-	first := writeCert(t, 1001, "", "")
+	first := jimtest.WriteCert(t, 1001, "", "")
 	ts := startTLSServer(t, first, nil)
 	serial := func(tc *tls.Conn) int64 {
 		return tc.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
 	}
-	oldClient, oldConn := dialTLS(t, ts.addr, first.clientConfig())
+	oldClient, oldConn := dialTLS(t, ts.Addr, first.ClientConfig())
 	oldClient.login("old")
 	if s := serial(oldConn); s != 1001 {
 		t.Fatalf("serial %d", s)
 	}
 
-	second := writeCert(t, 1002, first.certFile, first.keyFile)
-	if err := ts.srv.ReloadTLS(); err != nil {
+	second := jimtest.WriteCert(t, 1002, first.CertFile, first.KeyFile)
+	if err := ts.Srv.ReloadTLS(); err != nil {
 		t.Fatalf("reload: %v", err)
 	}
-	newClient, newConn := dialTLS(t, ts.addr, second.clientConfig())
+	newClient, newConn := dialTLS(t, ts.Addr, second.ClientConfig())
 	newClient.login("new")
 	if s := serial(newConn); s != 1002 {
 		t.Fatalf("after reload: serial %d, want 1002", s)
@@ -459,13 +397,13 @@ func TestTLSReload(t *testing.T) {
 	oldClient.expect(codec.CmdHeartbeatReq)
 
 	// A broken file is reported and the current certificate stays.
-	if err := os.WriteFile(first.certFile, []byte("garbage"), 0o600); err != nil {
+	if err := os.WriteFile(first.CertFile, []byte("garbage"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := ts.srv.ReloadTLS(); err == nil || !strings.Contains(err.Error(), first.certFile) {
+	if err := ts.Srv.ReloadTLS(); err == nil || !strings.Contains(err.Error(), first.CertFile) {
 		t.Fatalf("reload of a broken file: %v", err)
 	}
-	_, again := dialTLS(t, ts.addr, second.clientConfig())
+	_, again := dialTLS(t, ts.Addr, second.ClientConfig())
 	if s := serial(again); s != 1002 {
 		t.Fatalf("after a failed reload: serial %d", s)
 	}
@@ -474,17 +412,17 @@ func TestTLSReload(t *testing.T) {
 // The login deadline also bounds the TLS handshake: a client that stops in
 // the middle of its handshake, or completes it and never logs in, is closed.
 func TestTLSHandshakeTimeout(t *testing.T) {
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	reg := prometheus.NewRegistry()
 	ts := startTLSServer(t, cert, func(o *gateway.Options, _ *dispatch.Options) {
 		o.AuthTimeout = time.Second
 		o.Registry = reg
 	})
 	// Half a ClientHello: a record header announcing more than follows.
-	half := dialTCP(t, ts.addr)
+	half := dialTCP(t, ts.Addr)
 	half.c.Write([]byte{0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00, 0x01, 0xfc, 0x03, 0x03})
 	// A complete handshake, then silence.
-	_, silent := dialTLS(t, ts.addr, cert.clientConfig())
+	_, silent := dialTLS(t, ts.Addr, cert.ClientConfig())
 	start := time.Now()
 	if !half.closedByServer() {
 		t.Fatal("half handshake not closed")
@@ -500,7 +438,7 @@ func TestTLSHandshakeTimeout(t *testing.T) {
 		t.Fatalf("auth_timeout disconnects = %v, want 2", v)
 	}
 	// Garbage instead of a handshake is refused at once.
-	bad := dialTCP(t, ts.addr)
+	bad := dialTCP(t, ts.Addr)
 	bad.c.Write([]byte{0x16, 0x03, 0x01, 0x00, 0x04, 0xde, 0xad, 0xbe, 0xef})
 	if !bad.closedByServer() {
 		t.Fatal("bad handshake not closed")
@@ -593,7 +531,7 @@ func TestTLSIdleMemory(t *testing.T) {
 	if v := os.Getenv("JIM_MEM_CONNS"); v != "" {
 		fmt.Sscanf(v, "%d", &n)
 	}
-	cert := writeCert(t, 1, "", "")
+	cert := jimtest.WriteCert(t, 1, "", "")
 	ts := startTLSServer(t, cert, func(o *gateway.Options, _ *dispatch.Options) {
 		o.HeartbeatTimeout = -1
 		o.AuthTimeout = -1
@@ -603,7 +541,7 @@ func TestTLSIdleMemory(t *testing.T) {
 		debug.FreeOSMemory()
 		rss0, heap0 := rssBytes(t), heapInUse()
 		cmd := exec.Command(os.Args[0], "-test.run=^TestHelperMemoryClients$", "-test.v=false")
-		cmd.Env = append(os.Environ(), "JIM_MEM_CLIENT_ADDR="+ts.addr, "JIM_MEM_CLIENT_MODE="+mode, fmt.Sprintf("JIM_MEM_CLIENT_N=%d", n))
+		cmd.Env = append(os.Environ(), "JIM_MEM_CLIENT_ADDR="+ts.Addr, "JIM_MEM_CLIENT_MODE="+mode, fmt.Sprintf("JIM_MEM_CLIENT_N=%d", n))
 		stdin, _ := cmd.StdinPipe()
 		out, _ := cmd.StdoutPipe()
 		cmd.Stderr = os.Stderr
@@ -617,10 +555,10 @@ func TestTLSIdleMemory(t *testing.T) {
 			}
 		}
 		deadline := time.Now().Add(30 * time.Second)
-		for ts.d.Sessions() < n && time.Now().Before(deadline) {
+		for ts.D.Sessions() < n && time.Now().Before(deadline) {
 			time.Sleep(20 * time.Millisecond)
 		}
-		if got := ts.d.Sessions(); got != n {
+		if got := ts.D.Sessions(); got != n {
 			t.Fatalf("%s: %d sessions", mode, got)
 		}
 		time.Sleep(200 * time.Millisecond)
@@ -635,7 +573,7 @@ func TestTLSIdleMemory(t *testing.T) {
 		}
 		stdin.Close()
 		_ = cmd.Wait()
-		for ts.srv.Connections() > 0 && time.Now().Before(deadline.Add(10*time.Second)) {
+		for ts.Srv.Connections() > 0 && time.Now().Before(deadline.Add(10*time.Second)) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		per := func(v int64) float64 { return float64(v) / float64(n) }
@@ -658,7 +596,7 @@ func TestTLSIdleMemory(t *testing.T) {
 // handshake, checks one round trip and closes. The crypto/tls clients run in
 // the same process and take a share of the CPU.
 func BenchmarkTLSHandshake(b *testing.B) {
-	cert := writeCert(b, 1, "", "")
+	cert := jimtest.WriteCert(b, 1, "", "")
 	ts := startTLSServer(b, cert, nil)
 	for _, bb := range []struct {
 		name string
@@ -669,7 +607,7 @@ func BenchmarkTLSHandshake(b *testing.B) {
 		{"tls12-x25519", func(c *tls.Config) { c.MaxVersion = tls.VersionTLS12 }},
 	} {
 		b.Run(bb.name, func(b *testing.B) {
-			conf := cert.clientConfig()
+			conf := cert.ClientConfig()
 			conf.ClientSessionCache = nil
 			bb.mod(conf)
 			hb := codec.AppendTCP(nil, codec.CmdHeartbeatReq, 0, false, []byte(`{}`))
@@ -679,7 +617,7 @@ func BenchmarkTLSHandshake(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 256)
 				for pb.Next() {
-					c, err := tls.Dial("tcp", ts.addr, conf)
+					c, err := tls.Dial("tcp", ts.Addr, conf)
 					if err != nil {
 						b.Error(err)
 						return

@@ -17,6 +17,7 @@ import (
 
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
 // RFC 6455 over real sockets: the echo endpoint with coder/websocket, and
@@ -27,7 +28,7 @@ import (
 
 const echoPath = "/echo"
 
-func startEchoServer(t *testing.T, mod func(*gateway.Options)) *testServer {
+func startEchoServer(t *testing.T, mod func(*gateway.Options)) *jimtest.Server {
 	return startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
 		o.WSEchoPath = echoPath
 		if mod != nil {
@@ -51,7 +52,7 @@ func dialEcho(t *testing.T, addr string) *websocket.Conn {
 
 func TestWSEchoMessages(t *testing.T) {
 	ts := startEchoServer(t, func(o *gateway.Options) { o.MaxWSMessage = 1 << 20 })
-	c := dialEcho(t, ts.addr)
+	c := dialEcho(t, ts.Addr)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 
@@ -110,7 +111,7 @@ func TestWSEchoMessages(t *testing.T) {
 	<-readErr
 
 	// The close code comes back.
-	c2 := dialEcho(t, ts.addr)
+	c2 := dialEcho(t, ts.Addr)
 	if err := c2.Close(websocket.StatusNormalClosure, "bye"); err != nil {
 		t.Fatalf("close handshake: %v", err)
 	}
@@ -119,7 +120,7 @@ func TestWSEchoMessages(t *testing.T) {
 // The echo endpoint does not log in, so the login deadline does not apply.
 func TestWSEchoNoLoginDeadline(t *testing.T) {
 	ts := startEchoServer(t, func(o *gateway.Options) { o.AuthTimeout = time.Second })
-	c := dialEcho(t, ts.addr)
+	c := dialEcho(t, ts.Addr)
 	time.Sleep(2500 * time.Millisecond)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -132,7 +133,7 @@ func TestWSEchoNoLoginDeadline(t *testing.T) {
 	// Off by default: the path is an ordinary J-IM WebSocket, which
 	// answers JSON rather than echoing.
 	plain := startServer(t, nil)
-	pc := dialEcho(t, plain.addr)
+	pc := dialEcho(t, plain.Addr)
 	if err := pc.Write(ctx, websocket.MessageText, []byte(`{"cmd":13,"hbbyte":"-127"}`)); err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func TestWSEchoConformance(t *testing.T) {
 	ts := startEchoServer(t, func(o *gateway.Options) { o.MaxWSMessage = 4096 })
 	for _, tc := range wsCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			w := dialRawWS(t, ts.addr, echoPath)
+			w := dialRawWS(t, ts.Addr, echoPath)
 			w.send(tc.frames...)
 			if tc.echo != nil {
 				w.expect(opPong, []byte("p"))
@@ -377,17 +378,17 @@ func TestWSEchoConformance(t *testing.T) {
 		})
 	}
 	t.Run("unmasked frame", func(t *testing.T) {
-		w := dialRawWS(t, ts.addr, echoPath)
+		w := dialRawWS(t, ts.Addr, echoPath)
 		w.send(frame(finBit|opText, []byte("hi"), true))
 		w.expectClose(1002)
 	})
 	t.Run("unmasked ping", func(t *testing.T) {
-		w := dialRawWS(t, ts.addr, echoPath)
+		w := dialRawWS(t, ts.Addr, echoPath)
 		w.send(frame(finBit|opPing, nil, true))
 		w.expectClose(1002)
 	})
 	t.Run("ping, pong, binary", func(t *testing.T) {
-		w := dialRawWS(t, ts.addr, echoPath)
+		w := dialRawWS(t, ts.Addr, echoPath)
 		w.send(frame(finBit|opPing, []byte("ping payload"), false))
 		w.expect(opPong, []byte("ping payload"))
 		w.send(frame(finBit|opPing, nil, false))
@@ -405,7 +406,7 @@ func TestWSEchoConformance(t *testing.T) {
 		w.expect(opText, []byte("trickle"))
 	})
 	t.Run("too big", func(t *testing.T) {
-		w := dialRawWS(t, ts.addr, echoPath)
+		w := dialRawWS(t, ts.Addr, echoPath)
 		w.send(frame(opBin, make([]byte, 3000), false), frame(finBit|opCont, make([]byte, 3000), false))
 		w.expectClose(1009)
 	})
@@ -416,7 +417,7 @@ func TestWSConformanceJIM(t *testing.T) {
 	ts := startServer(t, nil)
 	for i, tc := range wsCases() {
 		t.Run(tc.name, func(t *testing.T) {
-			w := dialRawWS(t, ts.addr, fmt.Sprintf("/?username=conf%d", i))
+			w := dialRawWS(t, ts.Addr, fmt.Sprintf("/?username=conf%d", i))
 			if tc.echo != nil {
 				// A heartbeat whose JSON has a character split across
 				// fragments is answered, not refused.
@@ -444,7 +445,7 @@ func TestWSConformanceJIM(t *testing.T) {
 	}
 	// J-IM accepts unmasked frames unless told otherwise.
 	t.Run("unmasked accepted by default", func(t *testing.T) {
-		w := dialRawWS(t, ts.addr, "/?username=unmasked")
+		w := dialRawWS(t, ts.Addr, "/?username=unmasked")
 		w.send(frame(finBit|opText, []byte(`{"cmd":13,"hbbyte":"-127"}`), true))
 		for {
 			op, p, err := w.next()
@@ -458,7 +459,7 @@ func TestWSConformanceJIM(t *testing.T) {
 	})
 	strict := startServer(t, func(o *gateway.Options, _ *dispatch.Options) { o.WSRequireMask = true })
 	t.Run("unmasked refused when required", func(t *testing.T) {
-		w := dialRawWS(t, strict.addr, "/?username=strict")
+		w := dialRawWS(t, strict.Addr, "/?username=strict")
 		w.send(frame(finBit|opText, []byte(`{"cmd":13,"hbbyte":"-127"}`), true))
 		w.expectClose(1002)
 	})

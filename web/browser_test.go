@@ -8,7 +8,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,6 +21,7 @@ import (
 
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 	"jim/storage"
 	"jim/web"
 )
@@ -55,47 +55,15 @@ func outputDir(t *testing.T) string {
 	return dir
 }
 
-func freeAddr(t *testing.T) string {
+// startJim runs gateway+dispatcher on addr over a store that outlives it, so
+// a test can restart the server and keep the messages. The caller stops it.
+func startJim(t *testing.T, addr string, st storage.Store) *jimtest.Server {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	s, err := jimtest.Start(gateway.Options{Addr: addr, Static: web.FS()}, dispatch.Options{Store: st})
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
-	return addr
-}
-
-// jimServer runs gateway+dispatcher on addr over a store that outlives it, so
-// a test can restart the server and keep the messages.
-type jimServer struct {
-	srv  *gateway.Server
-	d    *dispatch.Dispatcher
-	errc chan error
-}
-
-func startJim(t *testing.T, addr string, st storage.Store) *jimServer {
-	t.Helper()
-	d := dispatch.New(dispatch.Options{Store: st})
-	srv := gateway.New(gateway.Options{Addr: addr, Static: web.FS()}, d)
-	s := &jimServer{srv: srv, d: d, errc: make(chan error, 1)}
-	go func() { s.errc <- srv.Serve() }()
-	select {
-	case <-srv.Started():
-	case err := <-s.errc:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
 	return s
-}
-
-func (s *jimServer) stop() {
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	_ = s.srv.Stop(ctx)
-	<-s.errc
-	s.d.Close()
 }
 
 // tab is one browser tab signed in as one user.
@@ -299,9 +267,9 @@ func TestBrowserChat(t *testing.T) {
 	out := outputDir(t)
 	st := storage.NewMemory()
 	t.Cleanup(func() { st.Close() })
-	addr := freeAddr(t)
+	addr := jimtest.FreePort(t)
 	srv := startJim(t, addr, st)
-	t.Cleanup(func() { srv.stop() })
+	t.Cleanup(func() { srv.Stop() })
 	base := "http://" + addr + "/"
 
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -443,7 +411,7 @@ func TestBrowserChat(t *testing.T) {
 	// Server restart: both pages reconnect by themselves. A message typed
 	// while down is sent after the reconnect; the gap is filled once.
 	carol.close()
-	srv.stop()
+	srv.Stop()
 	alice.wait("reconnecting", `document.getElementById("conn-state").dataset.state === "reconnecting"`)
 	alice.do("type while down", chromedp.SendKeys(chromedp.CSS("#composer-input"), "typed while down"), chromedp.Click(chromedp.CSS("#send-btn")))
 	alice.waitState("typed while down", "sending")

@@ -8,23 +8,15 @@ package abuse_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/binary"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
-	"math/big"
 	mrand "math/rand/v2"
 	"net"
 	"os"
-	"path/filepath"
 	"runtime"
 	"sort"
 	"strings"
@@ -40,6 +32,7 @@ import (
 	"jim/codec"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
 const (
@@ -53,11 +46,7 @@ const (
 
 func TestMain(m *testing.M) {
 	// Two thousand connections are four thousand descriptors in one process.
-	var r syscall.Rlimit
-	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r) == nil && r.Cur < r.Max {
-		r.Cur = r.Max
-		_ = syscall.Setrlimit(syscall.RLIMIT_NOFILE, &r)
-	}
+	jimtest.RaiseFileLimit()
 	os.Exit(m.Run())
 }
 
@@ -66,33 +55,15 @@ func TestAbuse(t *testing.T) {
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &r); err != nil || r.Cur < 2*hostileConns+500 {
 		t.Skipf("open-file limit %d is too low for %d connections", r.Cur, hostileConns)
 	}
-	certFile, keyFile := writeCert(t)
+	cert := jimtest.WriteCert(t, 1, "", "")
 	reg := prometheus.NewRegistry()
-	addr := freePort(t)
-	d := dispatch.New(dispatch.Options{})
-	srv := gateway.New(gateway.Options{
-		Addr:        addr,
+	ts := jimtest.StartServer(t, gateway.Options{
 		AuthTimeout: authTimeout,
 		Registry:    reg,
-		TLSCertFile: certFile,
-		TLSKeyFile:  keyFile,
-	}, d)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve() }()
-	select {
-	case <-srv.Started():
-	case err := <-errc:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
-		<-errc
-		d.Close()
-	})
+		TLSCertFile: cert.CertFile,
+		TLSKeyFile:  cert.KeyFile,
+	}, dispatch.Options{})
+	addr, srv := ts.Addr, ts.Srv
 
 	// Real users: TCP and WebSocket, in pairs, both ways.
 	var users []*user
@@ -356,7 +327,7 @@ func connectUser(t *testing.T, addr, name string, ws bool) *user {
 		go func() {
 			br := bufio.NewReader(c)
 			for {
-				cmd, body, err := readFrame(br)
+				cmd, body, err := jimtest.ReadFrame(br)
 				if err != nil {
 					u.fail(err)
 					return
@@ -486,30 +457,6 @@ func (u *user) check(t *testing.T) {
 	}
 }
 
-// readFrame reads one J-IM TCP frame.
-func readFrame(br *bufio.Reader) (codec.Cmd, []byte, error) {
-	var hdr [7]byte
-	if _, err := io.ReadFull(br, hdr[:2]); err != nil {
-		return 0, nil, err
-	}
-	if hdr[0] != 0x01 {
-		return 0, nil, fmt.Errorf("version byte %#x", hdr[0])
-	}
-	if hdr[1]&0x20 != 0 {
-		if _, err := io.ReadFull(br, make([]byte, 4)); err != nil {
-			return 0, nil, err
-		}
-	}
-	if _, err := io.ReadFull(br, hdr[2:7]); err != nil {
-		return 0, nil, err
-	}
-	body := make([]byte, binary.BigEndian.Uint32(hdr[3:7]))
-	if _, err := io.ReadFull(br, body); err != nil {
-		return 0, nil, err
-	}
-	return codec.Cmd(int8(hdr[2])), body, nil
-}
-
 func heapInuse() int64 {
 	runtime.GC()
 	runtime.GC()
@@ -549,51 +496,4 @@ func disconnectReasons(t *testing.T, reg *prometheus.Registry) string {
 	}
 	sort.Strings(parts)
 	return strings.Join(parts, " ")
-}
-
-func freePort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
-}
-
-// writeCert writes a self-signed certificate for 127.0.0.1 and its key.
-func writeCert(t *testing.T) (certFile, keyFile string) {
-	t.Helper()
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(1),
-		Subject:               pkix.Name{CommonName: "jim abuse test"},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
-		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		BasicConstraintsValid: true,
-		IsCA:                  true,
-		IPAddresses:           []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return certFile, keyFile
 }

@@ -24,6 +24,7 @@ import (
 	"jim/codec"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 )
 
 const (
@@ -117,45 +118,6 @@ func parseDoc(t *testing.T, text string) []example {
 		t.Fatalf("api.md:%d: example has no ```json block after it", cur.line)
 	}
 	return out
-}
-
-// server is one running gateway.
-type server struct {
-	addr string
-}
-
-func startServer(t *testing.T, addr, key string) *server {
-	t.Helper()
-	d := dispatch.New(dispatch.Options{APIKey: key})
-	srv := gateway.New(gateway.Options{Addr: addr}, d)
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve() }()
-	select {
-	case <-srv.Started():
-	case err := <-errc:
-		d.Close()
-		t.Fatalf("serve %s: %v", addr, err)
-	case <-time.After(10 * time.Second):
-		t.Fatalf("server on %s did not start", addr)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = srv.Stop(ctx)
-		<-errc
-		d.Close()
-	})
-	return &server{addr: addr}
-}
-
-// freeAddr returns host:port with a port that was free a moment ago.
-func freeAddr(host string) (string, error) {
-	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
 }
 
 // externalIP returns an IPv4 address of this machine that is not loopback,
@@ -347,7 +309,7 @@ func TestAPIExamples(t *testing.T) {
 
 	addrs := map[string]string{}
 	for _, name := range []string{"open", "keyed"} {
-		addr, err := freeAddr("127.0.0.1")
+		addr, err := jimtest.FreeAddr("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -355,15 +317,15 @@ func TestAPIExamples(t *testing.T) {
 		if name == "keyed" {
 			key = docAPIKey
 		}
-		startServer(t, addr, key)
+		jimtest.StartServer(t, gateway.Options{Addr: addr}, dispatch.Options{APIKey: key})
 		fixture(t, addr)
 		addrs[name] = addr
 	}
 	if ip := externalIP(); ip != "" {
 		// The same machine, but reached through a non-loopback address, so
 		// the server sees a non-loopback peer.
-		if addr, err := freeAddr(ip); err == nil {
-			startServer(t, addr, "")
+		if addr, err := jimtest.FreeAddr(ip); err == nil {
+			jimtest.StartServer(t, gateway.Options{Addr: addr}, dispatch.Options{})
 			addrs["remote"] = addr
 		}
 	}

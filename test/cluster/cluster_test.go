@@ -26,6 +26,7 @@ import (
 	"jim/codec"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/jimtest"
 	"jim/storage"
 )
 
@@ -47,23 +48,10 @@ func startNATS(t testing.TB) string {
 }
 
 type node struct {
-	addr string
-	srv  *gateway.Server
-	d    *dispatch.Dispatcher
+	*jimtest.Server
 	cn   *cluster.Node
 	reg  *prometheus.Registry
-	errc chan error
 	once sync.Once
-}
-
-func freePort(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 func startNode(t testing.TB, url, id string, store storage.Store) *node {
@@ -74,18 +62,10 @@ func startNode(t testing.TB, url, id string, store storage.Store) *node {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := dispatch.New(dispatch.Options{Store: store, Cluster: cn, Logger: log})
-	n := &node{addr: freePort(t), d: d, cn: cn, reg: reg, errc: make(chan error, 1)}
-	n.srv = gateway.New(gateway.Options{Addr: n.addr, Logger: log,
-		Static: fstest.MapFS{"index.html": {Data: []byte("<!doctype html>")}}}, d)
-	go func() { n.errc <- n.srv.Serve() }()
-	select {
-	case <-n.srv.Started():
-	case err := <-n.errc:
-		t.Fatalf("serve: %v", err)
-	case <-time.After(10 * time.Second):
-		t.Fatal("server did not start")
-	}
+	s := jimtest.StartServer(t, gateway.Options{Logger: log,
+		Static: fstest.MapFS{"index.html": {Data: []byte("<!doctype html>")}}},
+		dispatch.Options{Store: store, Cluster: cn, Logger: log})
+	n := &node{Server: s, cn: cn, reg: reg}
 	t.Cleanup(func() { n.stop(false) })
 	return n
 }
@@ -97,11 +77,7 @@ func (n *node) stop(dead bool) {
 		if dead {
 			n.cn.Conn().Close()
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_ = n.srv.Stop(ctx)
-		<-n.errc
-		n.d.Close()
+		n.Server.Stop()
 		_ = n.cn.Close()
 	})
 }
@@ -123,7 +99,7 @@ func dial(t testing.TB, n *node, uid string, opts ...client.Option) *client.Clie
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := client.Dial(ctx, n.addr, append([]client.Option{client.WithUser(uid, "", ""), client.WithoutReconnect()}, opts...)...)
+	c, err := client.Dial(ctx, n.Addr, append([]client.Option{client.WithUser(uid, "", ""), client.WithoutReconnect()}, opts...)...)
 	if err != nil {
 		t.Fatalf("dial %s: %v", uid, err)
 	}
@@ -294,7 +270,7 @@ func TestGroupChatAcrossNodes(t *testing.T) {
 
 func api(t testing.TB, n *node, path string) codec.Status {
 	t.Helper()
-	resp, err := http.Get("http://" + n.addr + path)
+	resp, err := http.Get("http://" + n.Addr + path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -370,7 +346,10 @@ func TestKickAcrossNodes(t *testing.T) {
 	// The HTTP API on one node closes the user's connections on the others.
 	d1 := dial(t, nodes[1], "dave")
 	d2 := dial(t, nodes[2], "dave")
+	// A kick goes to the nodes presence says hold the user, so wait until
+	// every node has heard of both connections.
 	seen(t, nodes, nodes[1], "dave")
+	seen(t, nodes, nodes[2], "dave")
 	if got := api(t, nodes[0], "/api/user/close?userid=dave"); got != codec.StatusCloseOK {
 		t.Fatalf("api close: %d", got)
 	}
@@ -380,14 +359,14 @@ func TestKickAcrossNodes(t *testing.T) {
 	// Cmd 14 with the user's own id closes its connections on other nodes.
 	e1 := dial(t, nodes[1], "erin")
 	seen(t, nodes, nodes[1], "erin")
-	c, err := net.DialTimeout("tcp", nodes[0].addr, 5*time.Second)
+	c, err := net.DialTimeout("tcp", nodes[0].Addr, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	r := &rawTCP{c}
 	r.send(t, codec.CmdLoginReq, `{"userId":"erin"}`)
-	eventually(t, 5*time.Second, "erin on n0", func() bool { return nodes[0].d.Online("erin") })
+	eventually(t, 5*time.Second, "erin on n0", func() bool { return nodes[0].D.Online("erin") })
 	r.send(t, codec.CmdCloseReq, `{"userId":"erin"}`)
 	closed(t, e1)
 }

@@ -14,14 +14,13 @@ import (
 	"math/rand/v2"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
 	"jim/codec"
+	"jim/internal/jimtest"
 )
 
 const (
@@ -36,7 +35,7 @@ func TestCrashRecovery(t *testing.T) {
 	if soak {
 		trials, minRun, maxRun = 20, 500*time.Millisecond, 4*time.Second
 	}
-	bin := buildJimd(t)
+	bin := jimtest.BuildJimd(t)
 	dir := filepath.Join(t.TempDir(), "data")
 	acked := map[string]map[string]bool{} // sender -> contents acked
 	for i := range senders {
@@ -52,7 +51,7 @@ func TestCrashRecovery(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				got := drive(srv.addr, sender(i), trial, stop)
+				got := drive(srv.Addr, sender(i), trial, stop)
 				mu.Lock()
 				for _, c := range got {
 					acked[sender(i)][c] = true
@@ -63,7 +62,7 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		run := minRun + time.Duration(rand.Int64N(int64(maxRun-minRun)))
 		time.Sleep(run)
-		srv.kill(t)
+		srv.Kill(t)
 		close(stop)
 		wg.Wait()
 		if soak {
@@ -75,11 +74,11 @@ func TestCrashRecovery(t *testing.T) {
 	}
 
 	srv := startJimd(t, bin, dir)
-	defer srv.kill(t)
+	defer srv.Kill(t)
 	var totalAcked, found, lost, dups int
 	for i := range senders {
 		s := sender(i)
-		hist := history(t, srv.addr, s)
+		hist := history(t, srv.Addr, s)
 		seen := map[string]int{}
 		for k, m := range hist {
 			if m.Seq != uint64(k+1) {
@@ -114,76 +113,12 @@ func TestCrashRecovery(t *testing.T) {
 
 func sender(i int) string { return fmt.Sprint("s", i+1) }
 
-func buildJimd(t *testing.T) string {
+// startJimd starts jimd on a free loopback port over dir and waits until it
+// accepts connections.
+func startJimd(t *testing.T, bin, dir string) *jimtest.Jimd {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "jimd")
-	cmd := exec.Command("go", "build", "-o", bin, "jim/cmd/jimd")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type server struct {
-	cmd  *exec.Cmd
-	addr string
-	done chan struct{}
-}
-
-// startJimd starts jimd on a free loopback port and waits until it accepts
-// connections. A port taken between probing and binding is retried.
-func startJimd(t *testing.T, bin, dir string) *server {
-	t.Helper()
-	for attempt := 0; attempt < 5; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		cmd := exec.Command(bin, "-addr", addr, "-data", dir, "-log-level", "warn",
-			"-heartbeat-timeout", "0", "-auth-timeout", "0", "-event-loops", "2")
-		logf, _ := os.Create(filepath.Join(t.TempDir(), "jimd.log"))
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		s := &server{cmd: cmd, addr: addr, done: make(chan struct{})}
-		go func() { cmd.Wait(); logf.Close(); close(s.done) }()
-		deadline := time.Now().Add(15 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-s.done:
-				out, _ := os.ReadFile(logf.Name())
-				t.Logf("jimd exited at start (attempt %d): %s", attempt+1, out)
-				deadline = time.Time{}
-				continue
-			default:
-			}
-			if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-				c.Close()
-				return s
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-		s.kill(t)
-	}
-	t.Fatal("jimd did not start")
-	return nil
-}
-
-func (s *server) kill(t *testing.T) {
-	select {
-	case <-s.done:
-		return
-	default:
-	}
-	_ = s.cmd.Process.Signal(syscall.SIGKILL)
-	select {
-	case <-s.done:
-	case <-time.After(10 * time.Second):
-		t.Fatal("jimd did not die after SIGKILL")
-	}
+	return jimtest.StartJimd(t, bin, "jimd", "-data", dir, "-log-level", "warn",
+		"-heartbeat-timeout", "0", "-auth-timeout", "0", "-event-loops", "2")
 }
 
 type conn struct {

@@ -15,6 +15,8 @@ import (
 	"testing"
 
 	"go.yaml.in/yaml/v3"
+
+	"jim/internal/jimtest"
 )
 
 const dir = "../../deploy"
@@ -144,10 +146,7 @@ func TestSysctl(t *testing.T) {
 // The example config, and the one in the Kubernetes ConfigMap, pass
 // jimd -check-config; a broken one does not.
 func TestExampleConfigChecks(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "jimd")
-	if out, err := exec.Command("go", "build", "-o", bin, "jim/cmd/jimd").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := jimtest.BuildJimd(t)
 	check := func(args ...string) (string, error) {
 		cmd := exec.Command(bin, append([]string{"-check-config"}, args...)...)
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH")}

@@ -11,16 +11,13 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 
 	"jim/codec"
+	"jim/internal/jimtest"
 )
 
 func startNATS(t *testing.T) string {
@@ -42,80 +39,10 @@ func startNATS(t *testing.T) string {
 	return ns.ClientURL()
 }
 
-func buildJimd(t *testing.T) string {
+func startNode(t *testing.T, bin, natsURL, id string) *jimtest.Jimd {
 	t.Helper()
-	bin := filepath.Join(t.TempDir(), "jimd")
-	if out, err := exec.Command("go", "build", "-o", bin, "jim/cmd/jimd").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-type node struct {
-	cmd  *exec.Cmd
-	addr string
-	log  string
-	done chan struct{}
-}
-
-func startNode(t *testing.T, bin, natsURL, id string) *node {
-	t.Helper()
-	for attempt := 0; attempt < 5; attempt++ {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := l.Addr().String()
-		l.Close()
-		logName := filepath.Join(t.TempDir(), id+".log")
-		logf, err := os.Create(logName)
-		if err != nil {
-			t.Fatal(err)
-		}
-		cmd := exec.Command(bin, "-addr", addr, "-nats", natsURL, "-store", "jetstream", "-node-id", id,
-			"-log-level", "warn", "-heartbeat-timeout", "0", "-auth-timeout", "0", "-event-loops", "2")
-		cmd.Env = append(os.Environ(), "JIM_CONFIG=") // no stray config
-		cmd.Stdout, cmd.Stderr = logf, logf
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		n := &node{cmd: cmd, addr: addr, log: logName, done: make(chan struct{})}
-		go func() { cmd.Wait(); logf.Close(); close(n.done) }()
-		t.Cleanup(func() { n.stop(t) })
-		deadline := time.Now().Add(20 * time.Second)
-		for time.Now().Before(deadline) {
-			select {
-			case <-n.done:
-				out, _ := os.ReadFile(logName)
-				t.Logf("jimd %s exited at start (attempt %d): %s", id, attempt+1, out)
-				deadline = time.Time{}
-				continue
-			default:
-			}
-			if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-				c.Close()
-				return n
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	t.Fatalf("jimd %s did not start", id)
-	return nil
-}
-
-func (n *node) stop(t *testing.T) {
-	select {
-	case <-n.done:
-		return
-	default:
-	}
-	_ = n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.done:
-	case <-time.After(15 * time.Second):
-		_ = n.cmd.Process.Kill()
-		<-n.done
-	}
+	return jimtest.StartJimd(t, bin, id, "-nats", natsURL, "-store", "jetstream", "-node-id", id,
+		"-log-level", "warn", "-heartbeat-timeout", "0", "-auth-timeout", "0", "-event-loops", "2")
 }
 
 type conn struct {
@@ -180,12 +107,12 @@ func (c *conn) wait(t *testing.T, cmd codec.Cmd) resp {
 
 func TestTwoNodesShareJetStream(t *testing.T) {
 	natsURL := startNATS(t)
-	bin := buildJimd(t)
+	bin := jimtest.BuildJimd(t)
 	n1 := startNode(t, bin, natsURL, "n1")
 	n2 := startNode(t, bin, natsURL, "n2")
 
 	// alice on node 1 writes to bob, who is online nowhere.
-	alice := login(t, n1.addr, "alice")
+	alice := login(t, n1.Addr, "alice")
 	const total = 20
 	for i := 1; i <= total; i++ {
 		id := fmt.Sprintf("m%d", i)
@@ -201,7 +128,7 @@ func TestTwoNodesShareJetStream(t *testing.T) {
 	}
 
 	// History through node 2.
-	alice2 := login(t, n2.addr, "alice")
+	alice2 := login(t, n2.Addr, "alice")
 	alice2.send(t, codec.CmdGetMessageReq, `{"cmd":19,"type":1,"userId":"alice","fromUserId":"bob","count":100}`)
 	r := alice2.wait(t, codec.CmdGetMessageResp)
 	var md codec.MessageData
@@ -213,7 +140,7 @@ func TestTwoNodesShareJetStream(t *testing.T) {
 	}
 
 	// bob's offline queue, written through node 1, fetched through node 2.
-	bob := login(t, n2.addr, "bob")
+	bob := login(t, n2.Addr, "bob")
 	bob.send(t, codec.CmdGetMessageReq, `{"cmd":19,"type":0,"userId":"bob","fromUserId":"alice"}`)
 	r = bob.wait(t, codec.CmdGetMessageResp)
 	md = codec.MessageData{}
@@ -224,7 +151,7 @@ func TestTwoNodesShareJetStream(t *testing.T) {
 		t.Fatalf("offline via node 2: %d messages: %s", len(off), r.Data)
 	}
 	// Fetched messages left the queue, for both nodes.
-	bob1 := login(t, n1.addr, "bob")
+	bob1 := login(t, n1.Addr, "bob")
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		bob1.send(t, codec.CmdGetMessageReq, `{"cmd":19,"type":0,"userId":"bob","fromUserId":"alice"}`)
