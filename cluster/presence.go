@@ -371,6 +371,19 @@ func (v *view) remoteNodes(uid string, dst []string) []string {
 	return dst
 }
 
+// liveOthers appends to dst every live node other than self.
+func (v *view) liveOthers(dst []string) []string {
+	now := time.Now()
+	v.mu.RLock()
+	defer v.mu.RUnlock()
+	for node := range v.nodes {
+		if node != v.self && v.liveLocked(node, now) {
+			dst = append(dst, node)
+		}
+	}
+	return dst
+}
+
 // othersLive reports whether any node other than self is live.
 func (v *view) othersLive() bool {
 	now := time.Now()

@@ -59,14 +59,23 @@ func parseFrame(b []byte) (dispatch.ClusterMsg, error) {
 }
 
 // Publish sends m to the other nodes that need it, without waiting: a user
-// message or kick to each live node holding the user (usually one), a group
+// message to each live node holding the user (usually one), a kick to every
+// live node, a group
 // message once on the group subject, which every other node receives and
 // fans out locally. Nothing is sent when no other node needs it.
 func (n *Node) Publish(m dispatch.ClusterMsg) {
 	var nodes [4]string
 	switch m.Kind {
 	case dispatch.ClusterUser, dispatch.ClusterKick:
-		targets := n.view.remoteNodes(m.Target, nodes[:0])
+		var targets []string
+		if m.Kind == dispatch.ClusterKick {
+			// Kicks are rare and must not miss a connection whose login
+			// has not reached this node's presence view yet: every live
+			// node gets them, and those without the user ignore them.
+			targets = n.view.liveOthers(nodes[:0])
+		} else {
+			targets = n.view.remoteNodes(m.Target, nodes[:0])
+		}
 		if len(targets) == 0 {
 			return
 		}

@@ -78,9 +78,9 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 			return
 		}
 		d.kick(uid, nil)
-		if d.remoteOnline(uid) {
-			d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: uid})
-		}
+		// Every node is told, not only those presence knows hold the user:
+		// a login elsewhere may not have reached this node's view yet.
+		d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: uid})
 		reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusCloseOK)))
 	case "/api/user/list":
 		// Listing copies and sorts every online id: a worker's job, not

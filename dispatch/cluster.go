@@ -17,9 +17,9 @@ type Cluster interface {
 	// this node's presence, which it reads from h. New calls it once,
 	// when the Dispatcher is ready to receive.
 	Start(h ClusterHandler)
-	// Publish sends m to the other nodes that need it: a ClusterUser or
-	// ClusterKick message to the nodes holding m.Target, a ClusterGroup
-	// message once to every other node.
+	// Publish sends m to the other nodes that need it: a ClusterUser
+	// message to the nodes holding m.Target, a ClusterKick to every node,
+	// a ClusterGroup message once to every other node.
 	Publish(m ClusterMsg)
 	// UserChanged tells that m's user logged in on this node or closed its
 	// last connection here; the Cluster reads the current state back with

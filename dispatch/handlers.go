@@ -471,9 +471,8 @@ func (d *Dispatcher) handleClose(c Conn, p *Packet) {
 	d.reply(c, p, codec.CmdCloseReq, ack)
 	c.Close("close requested")
 	d.kick(self, c)
-	if d.remoteOnline(self) {
-		d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: self})
-	}
+	// All nodes, as for /api/user/close: presence may lag a fresh login.
+	d.publish(ClusterMsg{Kind: ClusterKick, Cmd: codec.CmdCloseReq, Target: self})
 }
 
 // kick sends the close ack to every connection of uid except skip and closes
