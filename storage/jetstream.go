@@ -513,16 +513,21 @@ func (s *JetStream) lastSeq(parent context.Context, conv string) (uint64, error)
 	if ok {
 		return n, nil
 	}
+	n, _, err := s.seqAt(parent, directReq{LastFor: s.convWild(conv)})
+	return n, err
+}
+
+// seqAt fetches the one message req selects and returns its seq (from its
+// subject); found is false when there is none.
+func (s *JetStream) seqAt(parent context.Context, req directReq) (n uint64, found bool, err error) {
 	ctx, cancel := s.ctx(parent)
 	defer cancel()
-	ms, err := s.direct(ctx, s.msgsName, directReq{LastFor: s.convWild(conv)})
-	if err != nil {
-		return 0, err
+	ms, err := s.direct(ctx, s.msgsName, req)
+	if err != nil || len(ms) == 0 {
+		return 0, false, err
 	}
-	if len(ms) == 0 {
-		return 0, nil
-	}
-	return seqOfSubj(ms[0].subj)
+	n, err = seqOfSubj(ms[0].subj)
+	return n, err == nil, err
 }
 
 func seqOfSubj(subj string) (uint64, error) {

@@ -130,23 +130,16 @@ func (s *JetStream) History(parent context.Context, conv string, q Query) ([]*Me
 		return nil, err
 	}
 	wild := s.convWild(conv)
-	ctx, cancel := s.ctx(parent)
-	last, err := s.direct(ctx, s.msgsName, directReq{LastFor: wild})
-	cancel()
-	if err != nil {
-		return nil, err
-	}
-	if len(last) == 0 {
-		return []*Message{}, nil
-	}
-	lastN, err := seqOfSubj(last[0].subj)
-	if err != nil {
-		return nil, err
+	lastN, found, err := s.seqAt(parent, directReq{LastFor: wild})
+	if err != nil || !found {
+		return []*Message{}, err
 	}
 	limit := q.Limit()
 	if q.Begin == 0 && q.End == 0 {
 		// Seqs are contiguous, so the window is arithmetic; only the
 		// oldest end can be missing (retention).
+		// The first message's stream sequence is needed below too, so this
+		// one is fetched whole rather than through seqAt.
 		ctx, cancel := s.ctx(parent)
 		first, err := s.direct(ctx, s.msgsName, directReq{Seq: 1, NextFor: wild})
 		cancel()

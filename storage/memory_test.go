@@ -5,28 +5,12 @@ import (
 	"testing"
 )
 
+// TestDedup (store_test.go) covers de-duplication for every store; this is
+// the memory store's own bound on it.
 func TestMemoryDedupWindow(t *testing.T) {
 	s := NewMemory()
-	a1, _ := s.Append(ctx, priv("a", "b", "hi", "c1", 1), []string{"b"})
-	a2, err := s.Append(ctx, priv("a", "b", "hi again", "c1", 2), []string{"b"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !a2.Duplicate || a2.ID != a1.ID || a2.Seq != a1.Seq {
-		t.Fatalf("dup ack = %+v, original %+v", a2, a1)
-	}
-	// Another sender may reuse the client id.
-	a3, _ := s.Append(ctx, priv("c", "b", "x", "c1", 3), nil)
-	if a3.Duplicate {
-		t.Fatal("client ids are per sender")
-	}
-	h, _ := s.History(ctx, PrivateConv("a", "b"), Query{})
-	if len(h) != 1 {
-		t.Fatalf("history has %d messages, want 1", len(h))
-	}
-	off, _ := s.Offline(ctx, "b", OfflineFilter{})
-	if len(off) != 1 {
-		t.Fatalf("offline has %d, want 1", len(off))
+	if a, _ := s.Append(ctx, priv("a", "b", "hi", "c1", 1), nil); a.Duplicate {
+		t.Fatal("first append reported as duplicate")
 	}
 	// The window is bounded: the oldest id is forgotten after DedupWindow more.
 	for i := 0; i < DedupWindow; i++ {
