@@ -170,23 +170,12 @@ func (d *Dispatcher) clusterUser(m ClusterMsg) {
 
 func (d *Dispatcher) clusterGroup(m ClusterMsg) {
 	o := codec.NewOutbound(m.Cmd, m.JSON)
-	var conns []Conn
-	var online []string
-	var first []int
-	for _, u := range d.hub.groupOnline(m.Target) {
-		if u == m.Except {
-			continue
-		}
-		if cs := d.hub.conns(u); len(cs) > 0 {
-			online, first = append(online, u), append(first, len(conns))
-			conns = append(conns, cs...)
-		}
-	}
+	f := d.hub.groupFanout(m.Target).without(m.Except)
 	if m.Cmd != codec.CmdChatReq {
-		d.sendAll(conns, o)
+		d.sendAll(f.conns, o)
 		return
 	}
-	n, missed := d.deliver(conns, online, first, o)
+	n, missed := d.deliver(f, o)
 	d.m.deliveries.Add(float64(n))
 	for _, u := range missed {
 		d.queueMissed(u, m.JSON)

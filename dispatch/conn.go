@@ -45,3 +45,13 @@ func respCmd(req codec.Cmd) codec.Cmd {
 	}
 	return codec.CmdUnknown
 }
+
+// Multicaster queues one message on many connections at once, which a
+// transport can do far more cheaply than Conn.Send on each (the gateway
+// hands each event loop one job per message). Dispatch uses it, when set
+// with SetMulticaster, for group messages and notices.
+type Multicaster interface {
+	// SendMany queues m on every connection of conns, never blocking, and
+	// appends to failed the indexes in conns of those that refused it.
+	SendMany(conns []Conn, m *codec.Outbound, failed []int) []int
+}

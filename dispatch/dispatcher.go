@@ -80,6 +80,7 @@ type Dispatcher struct {
 	maxGroups  int
 	noticeCap  int
 	cluster    Cluster
+	mc         Multicaster // set before traffic starts; nil: Send on each
 	ctx        context.Context
 	now        func() time.Time
 }
@@ -275,14 +276,26 @@ func (d *Dispatcher) send(c Conn, o *codec.Outbound) bool {
 // sendAll sends one Outbound to every conn and returns how many accepted it.
 func (d *Dispatcher) sendAll(conns []Conn, o *codec.Outbound) int {
 	n := 0
-	for _, c := range conns {
-		if c.Send(o) {
-			n++
+	if d.mc != nil && len(conns) >= multicastMin {
+		n = len(conns) - len(d.mc.SendMany(conns, o, nil))
+	} else {
+		for _, c := range conns {
+			if c.Send(o) {
+				n++
+			}
 		}
 	}
 	d.m.out.Add(float64(n))
 	return n
 }
+
+// multicastMin is the fan-out size from which the Multicaster is used; a
+// reply or a private message to a user's few devices goes straight to Send.
+const multicastMin = 8
+
+// SetMulticaster makes group fan-outs use m. It must be called before the
+// first message is handled (the gateway does it when it is created).
+func (d *Dispatcher) SetMulticaster(m Multicaster) { d.mc = m }
 
 // marshal encodes v; the values passed are jim's own structs, so a failure
 // is a bug, logged rather than sent.

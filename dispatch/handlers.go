@@ -142,7 +142,7 @@ func (d *Dispatcher) joinNotice(gid string, u *codec.User) {
 		d.sendAll(d.hub.conns(u.UserID), o)
 		return
 	}
-	d.sendAll(d.hub.groupConns(nil, gid, ""), o)
+	d.sendAll(d.hub.groupFanout(gid).conns, o)
 	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdJoinGroupNotify, Target: gid, JSON: json})
 }
 
@@ -157,7 +157,7 @@ func (d *Dispatcher) exitNotice(gid, uid string, u *codec.User) {
 		return // see joinNotice
 	}
 	json := d.marshal(&codec.Resp{Command: codec.CmdExitGroupNotify, Data: &codec.ExitNotifyData{Group: gid, User: user}})
-	d.sendAll(d.hub.groupConns(nil, gid, uid), codec.NewOutbound(codec.CmdExitGroupNotify, json))
+	d.sendAll(d.hub.groupFanout(gid).without(uid).conns, codec.NewOutbound(codec.CmdExitGroupNotify, json))
 	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdExitGroupNotify, Target: gid, Except: uid, JSON: json})
 }
 
@@ -315,8 +315,8 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 			return
 		}
 		msg.GroupID, msg.Conv = gid, storage.GroupConv(gid)
-		for _, m := range members {
-			if !d.onlineAnywhere(m) {
+		for _, m := range d.hub.offlineOf(gid, members) {
+			if !d.remoteOnline(m) {
 				offline = append(offline, m)
 			}
 		}
@@ -357,28 +357,19 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 		d.log.Error("dispatch: encoding chat", "err", err)
 		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
 	}
-	var members []string // candidate recipients
+	var f *fanout
 	if cb.ChatType == codec.ChatTypePrivate {
-		members = []string{cb.To}
-	} else {
-		members = d.hub.groupOnline(cb.GroupID)
-	}
-	// Sized up front: a big group would otherwise regrow (and copy) these
-	// slices a dozen times per message.
-	conns := make([]Conn, 0, len(members))
-	online := make([]string, 0, len(members)) // recipients with connections now
-	firstConn := make([]int, 0, len(members)) // index in conns of each online recipient's first
-	add := func(u string) {
-		if cs := d.hub.conns(u); len(cs) > 0 {
-			online, firstConn = append(online, u), append(firstConn, len(conns))
-			conns = append(conns, cs...)
+		// Looked up now, not at the append: whoever came online since gets
+		// it live.
+		f = &fanout{}
+		if cs := d.hub.conns(cb.To); len(cs) > 0 {
+			f.users, f.conns, f.first = []string{cb.To}, cs, []int{0}
 		}
-	}
-	for _, u := range members {
-		add(u)
+	} else {
+		f = d.hub.groupFanout(cb.GroupID)
 	}
 	start := time.Now()
-	n, missed := d.deliver(conns, online, firstConn, codec.NewOutbound(codec.CmdChatReq, fwd))
+	n, missed := d.deliver(f, codec.NewOutbound(codec.CmdChatReq, fwd))
 	d.m.fanout.Observe(time.Since(start).Seconds())
 	remote := false
 	if d.cluster != nil {
@@ -415,13 +406,16 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 	return d.chatResp(codec.StatusOK, ackData)
 }
 
-// deliver sends o to conns, where the connections of users[i] are
-// conns[first[i]:first[i+1]]. It returns how many connections accepted it
-// and the users none of whose connections did.
-func (d *Dispatcher) deliver(conns []Conn, users []string, first []int, o *codec.Outbound) (int, []string) {
+// deliver sends o to every connection of f. It returns how many connections
+// accepted it and the users none of whose connections did.
+func (d *Dispatcher) deliver(f *fanout, o *codec.Outbound) (int, []string) {
+	if d.mc != nil && len(f.conns) >= multicastMin {
+		return d.deliverMany(f, o)
+	}
 	n := 0
 	var missed []string
-	for i, u := range users {
+	conns, first := f.conns, f.first
+	for i, u := range f.users {
 		end := len(conns)
 		if i+1 < len(first) {
 			end = first[i+1]
@@ -438,6 +432,33 @@ func (d *Dispatcher) deliver(conns []Conn, users []string, first []int, o *codec
 		n += got
 	}
 	d.m.out.Add(float64(n))
+	return n, missed
+}
+
+// deliverMany is deliver through the Multicaster. Refusals are rare (a
+// connection closed since the fan-out list was built), so the users missed
+// are worked out only from the refused indexes.
+func (d *Dispatcher) deliverMany(f *fanout, o *codec.Outbound) (int, []string) {
+	failed := d.mc.SendMany(f.conns, o, nil)
+	n := len(f.conns) - len(failed)
+	d.m.out.Add(float64(n))
+	var missed []string
+	for k := 0; k < len(failed); {
+		// The user owning conns[failed[k]], and its connections' range.
+		i, _ := slices.BinarySearch(f.first, failed[k]+1)
+		i--
+		start, end := f.first[i], len(f.conns)
+		if i+1 < len(f.first) {
+			end = f.first[i+1]
+		}
+		refused := 0
+		for ; k < len(failed) && failed[k] < end; k++ {
+			refused++
+		}
+		if refused == end-start {
+			missed = append(missed, f.users[i])
+		}
+	}
 	return n, missed
 }
 

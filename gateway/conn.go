@@ -5,6 +5,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -59,7 +60,10 @@ type conn struct {
 
 	// lastActive is the wheel clock (seconds) of the last inbound bytes.
 	lastActive atomic.Int64
-	userID     atomic.Pointer[string]
+	// closed: no more writes accepted. Written under mu, read under mu or,
+	// by a fan-out deciding whom to count as reached, without it.
+	closed atomic.Bool
+	userID atomic.Pointer[string]
 
 	mu         sync.Mutex // guards the fields below, up to the loop-owned ones
 	out        []byte     // frames queued since the last flush
@@ -67,7 +71,6 @@ type conn struct {
 	reason     reasonID   // why it is closing, for metrics
 	outShared  bool       // out is a caller's frame, not a buffer of ours
 	queued     bool       // on its loop's dirty list
-	closed     bool       // no more writes accepted
 	closeAfter bool       // close once out has been flushed
 	loginFree  bool       // no login deadline: HTTP after a whole request, the echo endpoint
 
@@ -115,15 +118,8 @@ func (c *conn) SetUserID(id string) {
 // Send implements dispatch.Conn: it queues the message framed for this
 // connection's protocol and returns at once.
 func (c *conn) Send(m *codec.Outbound) bool {
-	var frame []byte
-	switch codec.Proto(c.proto.Load()) {
-	case codec.ProtoTCP:
-		frame = m.TCP()
-	case codec.ProtoWS:
-		frame = m.WS()
-	default:
-		// HTTP connections get chat replies through the API response,
-		// never pushed frames.
+	frame := c.frame(m)
+	if frame == nil {
 		return false
 	}
 	return c.sendRaw(frame)
@@ -143,17 +139,40 @@ func (c *conn) sendLast(b []byte, reason string) { c.queue(b, reason) }
 // queue is sendRaw, and with a reason also Close, under one lock.
 func (c *conn) queue(b []byte, closeReason string) bool {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		return false
 	}
+	if !c.appendLocked(b) {
+		c.mu.Unlock()
+		c.slow()
+		return false
+	}
+	if closeReason != "" {
+		c.closed.Store(true)
+		c.closeAfter = true
+		if c.reason == 0 {
+			c.reason = internReason(closeReason)
+		}
+	}
+	enqueue := !c.queued
+	c.queued = true
+	c.mu.Unlock()
+	if enqueue {
+		c.loop.markDirty(c)
+	}
+	return true
+}
+
+// appendLocked adds b to what c writes next; c.mu is held and c is open. It
+// reports false, having marked c closed as a slow consumer, if b would take
+// c over its outbound cap: what is queued here plus what gnet still holds.
+// The caller then calls slow once it has unlocked.
+func (c *conn) appendLocked(b []byte) bool {
 	if limit := c.loop.srv.opts.MaxOutbound; limit > 0 && len(c.out)+c.buffered+len(b) > limit {
-		c.closed = true
+		c.closed.Store(true)
 		c.reason = internReason(reasonSlowConsumer)
 		c.out, c.outShared = nil, false
-		c.mu.Unlock()
-		c.loop.srv.metrics.slowConsumers.Inc()
-		_ = c.gc.Close()
 		return false
 	}
 	switch {
@@ -169,30 +188,36 @@ func (c *conn) queue(b []byte, closeReason string) bool {
 	default:
 		c.out = append(c.out, b...)
 	}
-	if closeReason != "" {
-		c.closed, c.closeAfter = true, true
-		if c.reason == 0 {
-			c.reason = internReason(closeReason)
-		}
-	}
-	enqueue := !c.queued
-	c.queued = true
-	c.mu.Unlock()
-	if enqueue {
-		c.loop.markDirty(c)
-	}
 	return true
+}
+
+// slow closes c after appendLocked refused a frame.
+func (c *conn) slow() {
+	c.loop.srv.metrics.slowConsumers.Inc()
+	_ = c.gc.Close()
+}
+
+// frame is m framed for c's protocol, or nil for a connection that takes no
+// pushed frames (HTTP: chat replies go in the API response).
+func (c *conn) frame(m *codec.Outbound) []byte {
+	switch codec.Proto(c.proto.Load()) {
+	case codec.ProtoTCP:
+		return m.TCP()
+	case codec.ProtoWS:
+		return m.WS()
+	}
+	return nil
 }
 
 // Close implements dispatch.Conn: the connection closes after what is already
 // queued has been written (a close ack must reach the client first).
 func (c *conn) Close(reason string) {
 	c.mu.Lock()
-	if c.closed {
+	if c.closed.Load() {
 		c.mu.Unlock()
 		return
 	}
-	c.closed = true
+	c.closed.Store(true)
 	c.closeAfter = true
 	if c.reason == 0 {
 		c.reason = internReason(reason)
@@ -212,7 +237,7 @@ func (c *conn) closeNow(reason string) {
 	if c.reason == 0 {
 		c.reason = internReason(reason)
 	}
-	c.closed = true
+	c.closed.Store(true)
 	c.out, c.outShared = nil, false
 	c.mu.Unlock()
 	_ = c.gc.Close()
@@ -258,13 +283,12 @@ func (c *conn) flush() {
 	c.buffered = n
 	over := c.loop.srv.opts.MaxOutbound > 0 && n > c.loop.srv.opts.MaxOutbound
 	if over {
-		c.closed = true
+		c.closed.Store(true)
 		c.reason = internReason(reasonSlowConsumer)
 	}
 	c.mu.Unlock()
 	if over {
-		c.loop.srv.metrics.slowConsumers.Inc()
-		_ = c.gc.Close()
+		c.slow()
 	}
 }
 
@@ -286,8 +310,26 @@ type loopState struct {
 	mu        sync.Mutex
 	dirty     []*conn
 	spare     []*conn
+	jobs      []multicastJob // fan-outs to run on the loop (see Server.SendMany)
+	spareJobs []multicastJob
 	scheduled bool
+	// holdUntil delays the next pass after a large one (see Run); timer
+	// starts it then. Both are guarded by mu.
+	holdUntil time.Time
+	timer     *time.Timer
 }
+
+// Coalescing of large passes. A loopback write costs about 10 µs whatever
+// it carries, so a fan-out to thousands of connections is bounded by the
+// number of writes, not bytes. After a pass over at least holdMinConns
+// connections the loop waits as long as the pass took (at most holdMax)
+// before the next one: the writes then take at most half of the loop's time,
+// and every write carries what arrived meanwhile instead of one message
+// each. Small passes (a chat reply, a private message) never wait.
+const (
+	holdMinConns = 256
+	holdMax      = 250 * time.Millisecond
+)
 
 func (l *loopState) add(c *conn) {
 	l.connsMu.Lock()
@@ -307,35 +349,136 @@ func (l *loopState) remove(c *conn) {
 func (l *loopState) markDirty(c *conn) {
 	l.mu.Lock()
 	l.dirty = append(l.dirty, c)
-	schedule := !l.scheduled
-	l.scheduled = true
+	now := l.scheduleLocked()
 	l.mu.Unlock()
-	if schedule {
-		if err := l.el.Execute(context.Background(), l); err != nil {
-			// The engine is shutting down: nothing will be written.
-			l.mu.Lock()
-			l.scheduled = false
-			l.dirty = l.dirty[:0]
-			l.mu.Unlock()
+	if now {
+		l.execute()
+	}
+}
+
+// multicastJob is one message for many of a loop's connections, queued on
+// them by the loop itself: the sender hands over one job per loop instead of
+// touching thousands of connections (and their locks, which the loop takes
+// too) from another core.
+type multicastJob struct {
+	m     *codec.Outbound
+	conns *[]*conn
+}
+
+func (l *loopState) multicast(m *codec.Outbound, conns *[]*conn) {
+	l.mu.Lock()
+	l.jobs = append(l.jobs, multicastJob{m, conns})
+	now := l.scheduleLocked()
+	l.mu.Unlock()
+	if now {
+		l.execute()
+	}
+}
+
+// scheduleLocked arranges for a pass, at once (it returns true, and the
+// caller calls execute after unlocking) or when the hold of the last large
+// pass ends. l.mu is held.
+func (l *loopState) scheduleLocked() bool {
+	if l.scheduled {
+		return false
+	}
+	l.scheduled = true
+	if !l.holdUntil.IsZero() {
+		if wait := time.Until(l.holdUntil); wait > 0 {
+			if l.timer == nil {
+				l.timer = time.AfterFunc(wait, l.execute)
+			} else {
+				l.timer.Reset(wait)
+			}
+			return false
 		}
+	}
+	return true
+}
+
+// execute queues the flush task on the loop.
+func (l *loopState) execute() {
+	if err := l.el.Execute(context.Background(), l); err != nil {
+		// The engine is shutting down: nothing will be written.
+		l.mu.Lock()
+		l.scheduled = false
+		l.dirty = l.dirty[:0]
+		l.mu.Unlock()
 	}
 }
 
 // Run implements gnet.Runnable: the flush task, on the loop's goroutine.
 func (l *loopState) Run(context.Context) error {
 	l.mu.Lock()
-	batch := l.dirty
-	l.dirty = l.spare[:0]
+	batch, jobs := l.dirty, l.jobs
+	l.dirty, l.jobs = l.spare[:0], l.spareJobs[:0]
 	l.scheduled = false
 	l.mu.Unlock()
+	var start time.Time
+	if len(batch) >= holdMinConns || len(jobs) > 0 {
+		start = time.Now()
+	}
+	for i, j := range jobs {
+		batch = l.fanout(j, batch)
+		putConnList(j.conns)
+		jobs[i] = multicastJob{}
+	}
 	for i, c := range batch {
 		c.flush()
 		batch[i] = nil
 	}
+	var hold time.Time
+	if !start.IsZero() && len(batch) >= holdMinConns {
+		now := time.Now()
+		hold = now.Add(min(now.Sub(start), holdMax))
+	}
 	l.mu.Lock()
-	l.spare = batch[:0]
+	l.spare, l.spareJobs = batch[:0], jobs[:0]
+	l.holdUntil = hold
 	l.mu.Unlock()
 	return nil
+}
+
+// fanout queues j's message on each of its connections and returns batch
+// with those that were not yet waiting for this pass's flush.
+func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
+	for _, c := range *j.conns {
+		frame := c.frame(j.m)
+		if frame == nil {
+			continue
+		}
+		c.mu.Lock()
+		if c.closed.Load() {
+			c.mu.Unlock()
+			continue
+		}
+		if !c.appendLocked(frame) {
+			c.mu.Unlock()
+			c.slow()
+			continue
+		}
+		// queued means "a pass will flush it": this one, so it joins the
+		// batch rather than the loop's dirty list.
+		add := !c.queued
+		c.queued = true
+		c.mu.Unlock()
+		if add {
+			batch = append(batch, c)
+		}
+	}
+	return batch
+}
+
+// Connection lists of multicast jobs, recycled: a fan-out to a big group
+// would otherwise allocate one per loop per message.
+var connLists = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return &s }}
+
+func getConnList() *[]*conn { return connLists.Get().(*[]*conn) }
+
+func putConnList(p *[]*conn) {
+	clear(*p)
+	*p = (*p)[:0]
+	connLists.Put(p)
 }
 
 // Buffers for queued frames. Most batches are small; big ones are not kept, so

@@ -84,6 +84,9 @@ func New(o Options, h Handler) *Server {
 	if o.TLSCertFile != "" || o.TLSKeyFile != "" {
 		s.tls, s.tlsErr = newServerTLS(o.TLSCertFile, o.TLSKeyFile)
 	}
+	if m, ok := h.(interface{ SetMulticaster(dispatch.Multicaster) }); ok {
+		m.SetMulticaster(s)
+	}
 	return s
 }
 
@@ -205,7 +208,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	c.mu.Lock()
-	c.closed = true
+	c.closed.Store(true)
 	c.out, c.outShared = nil, false
 	reason := c.reason.String()
 	c.mu.Unlock()
@@ -486,7 +489,7 @@ func (c *conn) setReason(r string) {
 func (c *conn) isClosed() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closed
+	return c.closed.Load()
 }
 
 // firstDeadline is the wheel second at which a new connection is first
