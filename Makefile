@@ -57,8 +57,20 @@ fuzz:
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(LONGFUZZ) $$pkg; \
 	done
 
-bench:
+# Go micro-benchmarks into bench.txt, then a bounded series of jimbench runs
+# (idle, group, chat), each against a jimd started on a free port and killed
+# afterwards: JSON under bench-out/, charts in docs/img/ (scripts/bench.sh;
+# about 4 minutes; BENCH_* variables shorten it).
+bench: bench-go
+	$(MAKE) bench-charts
+
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem -count 6 ./codec ./gateway | tee bench.txt
+
+bench-charts:
+	GO=$(GO) bash scripts/bench.sh
+
+.PHONY: bench-go bench-charts
 
 # The crash test at length: 20 SIGKILL/restart trials of a real jimd under
 # chat load, printing acked, found, lost and duplicated counts.

@@ -184,3 +184,35 @@ func (h *Histogram) MergeSnapshot(s HistSnapshot) {
 	}
 	h.mergeSummary(n, s.Min, s.Max)
 }
+
+// LatencyHist is the latency histogram in jimbench's -json output, in a form
+// that needs no knowledge of the bucket layout: each non-empty bucket as
+// [upper bound in ns, count], in ascending order. A bucket's count is the
+// values above the bucket just below it in the full layout (not necessarily
+// the previous listed one) and at most its bound; bounds are capped at the
+// exact maximum. Running sums of the counts over Count give the CDF, exact
+// at each bound.
+type LatencyHist struct {
+	Count   uint64     `json:"count"`
+	MinNs   int64      `json:"min_ns"`
+	MaxNs   int64      `json:"max_ns"`
+	Buckets [][2]int64 `json:"buckets"`
+}
+
+// Export returns h as a LatencyHist, or nil when nothing was recorded.
+func (h *Histogram) Export() *LatencyHist {
+	if h.Count() == 0 {
+		return nil
+	}
+	mx := h.Max()
+	l := &LatencyHist{MinNs: h.Min(), MaxNs: mx}
+	for i := range h.counts {
+		c := h.counts[i].Load()
+		if c == 0 {
+			continue
+		}
+		l.Count += c
+		l.Buckets = append(l.Buckets, [2]int64{min(histUpper(i), mx), int64(c)})
+	}
+	return l
+}

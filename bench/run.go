@@ -103,6 +103,9 @@ type Result struct {
 	ServerRSSPerConnBytes float64          `json:"server_rss_per_conn_bytes"`
 	ServerCPUPct          float64          `json:"server_cpu_pct"`
 	BenchCPUPct           float64          `json:"bench_cpu_pct"`
+	// LatencyHist is the histogram the percentiles above come from; absent
+	// when no latency was measured (idle).
+	LatencyHist *LatencyHist `json:"latency_hist,omitempty"`
 
 	hist *Histogram
 }
@@ -468,6 +471,7 @@ func (res *Result) finish() {
 		res.P99Ms = res.hist.QuantileMs(0.99)
 		res.P999Ms = res.hist.QuantileMs(0.999)
 		res.MaxMs = float64(res.hist.Max()) / float64(time.Millisecond)
+		res.LatencyHist = res.hist.Export()
 	}
 }
 

@@ -64,6 +64,7 @@ func runWorker(o *options, stdin io.Reader, stdout io.Writer) int {
 		return 1
 	}
 	snap := res.hist.Snapshot()
+	res.LatencyHist = nil // the parent rebuilds it from snap
 	emit(workerEvent{Event: "result", Result: res, Hist: &snap})
 	return 0
 }
