@@ -461,13 +461,25 @@ func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
 		// batch rather than the loop's dirty list.
 		add := !c.queued
 		c.queued = true
+		full := len(c.out) >= flushEarly
 		c.mu.Unlock()
 		if add {
 			batch = append(batch, c)
 		}
+		if full {
+			// Jobs pile up while the loop is busy; writing a connection's
+			// share as it grows keeps what waits here (which counts
+			// against the outbound cap) from cutting a reader that keeps
+			// up. Its place in the batch then finds nothing left to write.
+			c.flush()
+		}
 	}
 	return batch
 }
+
+// flushEarly is how much a pass's fan-out jobs may queue on one connection
+// before it is written in the middle of the pass.
+const flushEarly = 64 << 10
 
 // Connection lists of multicast jobs, recycled: a fan-out to a big group
 // would otherwise allocate one per loop per message.
