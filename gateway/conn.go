@@ -60,10 +60,7 @@ type conn struct {
 
 	// lastActive is the wheel clock (seconds) of the last inbound bytes.
 	lastActive atomic.Int64
-	// closed: no more writes accepted. Written under mu, read under mu or,
-	// by a fan-out deciding whom to count as reached, without it.
-	closed atomic.Bool
-	userID atomic.Pointer[string]
+	userID     atomic.Pointer[string]
 
 	mu         sync.Mutex // guards the fields below, up to the loop-owned ones
 	out        []byte     // frames queued since the last flush
@@ -79,9 +76,30 @@ type conn struct {
 	state  connState
 	ipSlot bool // counted in the per-IP table
 
-	// httpBusy stops request parsing while an asynchronous API reply is
-	// pending, so pipelined requests are answered in order.
-	httpBusy atomic.Bool
+	// flags holds two bits in one word, which keeps the struct in its
+	// size class: flagHTTPBusy stops request parsing while an asynchronous
+	// API reply is pending, so pipelined requests are answered in order;
+	// flagClosed means no more writes are accepted (written under mu, read
+	// under mu or, by a fan-out deciding whom to count as reached, without
+	// it).
+	flags atomic.Uint32
+}
+
+const (
+	flagHTTPBusy uint32 = 1 << iota
+	flagClosed
+)
+
+func (c *conn) isClosed() bool { return c.flags.Load()&flagClosed != 0 }
+func (c *conn) setClosed()     { c.flags.Or(flagClosed) }
+func (c *conn) httpBusy() bool { return c.flags.Load()&flagHTTPBusy != 0 }
+
+func (c *conn) setHTTPBusy(busy bool) {
+	if busy {
+		c.flags.Or(flagHTTPBusy)
+	} else {
+		c.flags.And(^flagHTTPBusy)
+	}
 }
 
 // ID implements dispatch.Conn.
@@ -139,7 +157,7 @@ func (c *conn) sendLast(b []byte, reason string) { c.queue(b, reason) }
 // queue is sendRaw, and with a reason also Close, under one lock.
 func (c *conn) queue(b []byte, closeReason string) bool {
 	c.mu.Lock()
-	if c.closed.Load() {
+	if c.isClosed() {
 		c.mu.Unlock()
 		return false
 	}
@@ -149,7 +167,7 @@ func (c *conn) queue(b []byte, closeReason string) bool {
 		return false
 	}
 	if closeReason != "" {
-		c.closed.Store(true)
+		c.setClosed()
 		c.closeAfter = true
 		if c.reason == 0 {
 			c.reason = internReason(closeReason)
@@ -170,7 +188,7 @@ func (c *conn) queue(b []byte, closeReason string) bool {
 // The caller then calls slow once it has unlocked.
 func (c *conn) appendLocked(b []byte) bool {
 	if limit := c.loop.srv.opts.MaxOutbound; limit > 0 && len(c.out)+c.buffered+len(b) > limit {
-		c.closed.Store(true)
+		c.setClosed()
 		c.reason = internReason(reasonSlowConsumer)
 		c.out, c.outShared = nil, false
 		return false
@@ -213,11 +231,11 @@ func (c *conn) frame(m *codec.Outbound) []byte {
 // queued has been written (a close ack must reach the client first).
 func (c *conn) Close(reason string) {
 	c.mu.Lock()
-	if c.closed.Load() {
+	if c.isClosed() {
 		c.mu.Unlock()
 		return
 	}
-	c.closed.Store(true)
+	c.setClosed()
 	c.closeAfter = true
 	if c.reason == 0 {
 		c.reason = internReason(reason)
@@ -237,7 +255,7 @@ func (c *conn) closeNow(reason string) {
 	if c.reason == 0 {
 		c.reason = internReason(reason)
 	}
-	c.closed.Store(true)
+	c.setClosed()
 	c.out, c.outShared = nil, false
 	c.mu.Unlock()
 	_ = c.gc.Close()
@@ -283,7 +301,7 @@ func (c *conn) flush() {
 	c.buffered = n
 	over := c.loop.srv.opts.MaxOutbound > 0 && n > c.loop.srv.opts.MaxOutbound
 	if over {
-		c.closed.Store(true)
+		c.setClosed()
 		c.reason = internReason(reasonSlowConsumer)
 	}
 	c.mu.Unlock()
@@ -448,7 +466,7 @@ func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
 			continue
 		}
 		c.mu.Lock()
-		if c.closed.Load() {
+		if c.isClosed() {
 			c.mu.Unlock()
 			continue
 		}
@@ -478,8 +496,10 @@ func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
 }
 
 // flushEarly is how much a pass's fan-out jobs may queue on one connection
-// before it is written in the middle of the pass.
-const flushEarly = 64 << 10
+// before it is written in the middle of the pass: small enough that the
+// buffer comes back to the pool (fresh large buffers cost page faults and
+// zeroing per connection), large enough to amortise the write.
+const flushEarly = 16 << 10
 
 // Connection lists of multicast jobs, recycled: a fan-out to a big group
 // would otherwise allocate one per loop per message.

@@ -22,7 +22,7 @@ const jsonType = "application/json; charset=utf-8"
 var metricsSlots = make(chan struct{}, 2)
 
 func (s *Server) readHTTP(c *conn, b []byte) (int, bool) {
-	if c.httpBusy.Load() {
+	if c.httpBusy() {
 		return 0, true // an API reply is pending; the rest waits its turn
 	}
 	req, n, err := codec.ParseRequest(b, codec.HTTPLimits{MaxHeader: s.opts.MaxHTTPHeader, MaxBody: s.opts.MaxHTTPBody})
@@ -89,7 +89,7 @@ func (s *Server) route(c *conn, req *codec.Request) {
 }
 
 func (s *Server) serveAPI(c *conn, req *codec.Request) {
-	c.httpBusy.Store(true)
+	c.setHTTPBusy(true)
 	s.h.API(dispatch.APIRequest{
 		Path:     req.Path,
 		Form:     req.Form(),
@@ -103,7 +103,7 @@ func (s *Server) serveAPI(c *conn, req *codec.Request) {
 			ctype = jsonType
 		}
 		s.reply(c, req, "api", r.Status, ctype, r.Body)
-		c.httpBusy.Store(false)
+		c.setHTTPBusy(false)
 		// Pipelined requests may be waiting in the inbound buffer.
 		_ = c.gc.Wake(nil)
 	})
@@ -116,7 +116,7 @@ func (s *Server) serveMetrics(c *conn, req *codec.Request) {
 		s.reply(c, req, "metrics", 503, "text/plain; charset=utf-8", []byte("busy\n"))
 		return
 	}
-	c.httpBusy.Store(true)
+	c.setHTTPBusy(true)
 	go func() {
 		defer func() { <-metricsSlots }()
 		var buf bytes.Buffer
@@ -136,7 +136,7 @@ func (s *Server) serveMetrics(c *conn, req *codec.Request) {
 			buf.WriteString(err.Error())
 		}
 		s.reply(c, req, "metrics", code, string(expfmt.NewFormat(expfmt.TypeTextPlain)), buf.Bytes())
-		c.httpBusy.Store(false)
+		c.setHTTPBusy(false)
 		_ = c.gc.Wake(nil)
 	}()
 }

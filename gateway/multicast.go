@@ -30,7 +30,7 @@ func (s *Server) SendMany(conns []dispatch.Conn, m *codec.Outbound, failed []int
 			}
 			continue
 		}
-		if p := codec.Proto(c.proto.Load()); c.closed.Load() || (p != codec.ProtoTCP && p != codec.ProtoWS) {
+		if p := codec.Proto(c.proto.Load()); c.isClosed() || (p != codec.ProtoTCP && p != codec.ProtoWS) {
 			failed = append(failed, i)
 			continue
 		}

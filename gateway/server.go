@@ -208,7 +208,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		return gnet.None
 	}
 	c.mu.Lock()
-	c.closed.Store(true)
+	c.setClosed()
 	c.out, c.outShared = nil, false
 	reason := c.reason.String()
 	c.mu.Unlock()
@@ -484,12 +484,6 @@ func (c *conn) setReason(r string) {
 		c.reason = internReason(r)
 	}
 	c.mu.Unlock()
-}
-
-func (c *conn) isClosed() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.closed.Load()
 }
 
 // firstDeadline is the wheel second at which a new connection is first

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"sync"
 )
@@ -21,13 +22,17 @@ const (
 // Memory is a Store kept in process memory: for tests, development and
 // single-node deployments that accept losing messages on restart.
 type Memory struct {
-	mu       sync.Mutex
-	closed   bool
-	convs    map[string]*memConv
-	offline  map[string][]*Message
-	dedup    map[string]*dedupRing
-	members  map[string]map[string]struct{} // gid -> uids
-	byMember map[string]map[string]struct{} // uid -> gids
+	mu      sync.Mutex
+	closed  bool
+	convs   map[string]*memConv
+	offline map[string][]*Message
+	dedup   map[string]*dedupRing
+	members map[string]map[string]struct{} // gid -> uids
+	// memberList caches members as a slice per group, dropped on every
+	// change: fan-out asks for a group's members per message, and copying
+	// a slice is many times cheaper than walking a map of thousands.
+	memberList map[string][]string
+	byMember   map[string]map[string]struct{} // uid -> gids
 }
 
 type memConv struct {
@@ -45,11 +50,12 @@ type dedupRing struct {
 // NewMemory returns an empty in-memory store.
 func NewMemory() *Memory {
 	return &Memory{
-		convs:    make(map[string]*memConv),
-		offline:  make(map[string][]*Message),
-		dedup:    make(map[string]*dedupRing),
-		members:  make(map[string]map[string]struct{}),
-		byMember: make(map[string]map[string]struct{}),
+		convs:      make(map[string]*memConv),
+		offline:    make(map[string][]*Message),
+		dedup:      make(map[string]*dedupRing),
+		members:    make(map[string]map[string]struct{}),
+		memberList: make(map[string][]string),
+		byMember:   make(map[string]map[string]struct{}),
 	}
 }
 
@@ -255,6 +261,7 @@ func (m *Memory) JoinGroup(_ context.Context, gid, uid string) error {
 	}
 	addPair(m.members, gid, uid)
 	addPair(m.byMember, uid, gid)
+	delete(m.memberList, gid)
 	return nil
 }
 
@@ -267,6 +274,7 @@ func (m *Memory) LeaveGroup(_ context.Context, gid, uid string) error {
 	}
 	delPair(m.members, gid, uid)
 	delPair(m.byMember, uid, gid)
+	delete(m.memberList, gid)
 	return nil
 }
 
@@ -295,7 +303,12 @@ func (m *Memory) GroupMembers(_ context.Context, gid string) ([]string, error) {
 	if m.closed {
 		return nil, ErrClosed
 	}
-	return keys(m.members[gid]), nil
+	l, ok := m.memberList[gid]
+	if !ok {
+		l = keys(m.members[gid])
+		m.memberList[gid] = l
+	}
+	return slices.Clone(l), nil
 }
 
 // UserGroups implements Store.
@@ -321,7 +334,7 @@ func (m *Memory) Close() error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.closed = true
-	m.convs, m.offline, m.dedup, m.members, m.byMember = nil, nil, nil, nil, nil
+	m.convs, m.offline, m.dedup, m.members, m.byMember, m.memberList = nil, nil, nil, nil, nil, nil
 	return nil
 }
 
