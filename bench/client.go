@@ -256,8 +256,23 @@ func (c *client) write(b []byte) error {
 		return err
 	}
 	copy(buf, b)
-	return w.Flush()
+	// A server that stops reading blocks Flush. netpoll's own write
+	// timeout cannot end that: on a descriptor adopted with
+	// NewFDConnection its timeout path dereferences the remote address it
+	// never learnt, and crashes. So the connection is closed from here
+	// first, which makes Flush return with an error.
+	t := time.AfterFunc(writeStall, func() {
+		c.r.fail("write stalled", fmt.Errorf("server read nothing for %v", writeStall))
+		c.close()
+	})
+	err = w.Flush()
+	t.Stop()
+	return err
 }
+
+// writeStall is how long a write may wait for the server to read before the
+// connection is given up (under netpoll's own 10 s write timeout).
+const writeStall = 5 * time.Second
 
 // send writes a JSON command in this client's framing. scratch is reused by
 // the calling goroutine.

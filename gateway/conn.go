@@ -3,6 +3,7 @@ package gateway
 import (
 	"context"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -436,10 +437,22 @@ func (l *loopState) Run(context.Context) error {
 	if len(batch) >= holdMinConns || len(jobs) > 0 {
 		start = time.Now()
 	}
-	for i, j := range jobs {
+	done, work := 0, 0
+	for done < len(jobs) && work < passBudget {
+		j := jobs[done]
 		batch = l.fanout(j, batch)
+		work += len(*j.conns)
 		putConnList(j.conns)
-		jobs[i] = multicastJob{}
+		jobs[done] = multicastJob{}
+		done++
+	}
+	var rest []multicastJob
+	if done < len(jobs) {
+		// A backlog of fan-outs is worked through over several passes, so
+		// the loop keeps reading its connections in between (a sender
+		// whose input is not read for seconds stalls).
+		rest = slices.Clone(jobs[done:])
+		clear(jobs[done:])
 	}
 	for i, c := range batch {
 		c.flush()
@@ -453,9 +466,23 @@ func (l *loopState) Run(context.Context) error {
 	l.mu.Lock()
 	l.spare, l.spareJobs = batch[:0], jobs[:0]
 	l.holdUntil = hold
+	again := false
+	if rest != nil {
+		l.jobs = append(rest, l.jobs...)
+		if !l.scheduled {
+			l.scheduled, again = true, true
+		}
+	}
 	l.mu.Unlock()
+	if again {
+		l.execute()
+	}
 	return nil
 }
+
+// passBudget bounds the deliveries one pass queues from fan-out jobs (about
+// tens of milliseconds of work); what is left goes to the next pass.
+const passBudget = 100_000
 
 // fanout queues j's message on each of its connections and returns batch
 // with those that were not yet waiting for this pass's flush.
