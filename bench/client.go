@@ -45,6 +45,9 @@ type client struct {
 	lost    atomic.Bool // counted as disconnected, at most once
 
 	pend []byte // a partial frame carried to the next read; onRequest only
+	// readAt is when the bytes being parsed were read: one clock reading
+	// per read, not per frame, serves every message in it.
+	readAt int64
 }
 
 // onRequest consumes every readable byte, because netpoll calls it again in
@@ -60,6 +63,7 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 	if err != nil {
 		return err
 	}
+	c.readAt = time.Now().UnixNano()
 	data := b
 	if len(c.pend) > 0 {
 		c.pend = append(c.pend, b...)
@@ -179,7 +183,7 @@ func (c *client) handle(cmd int, body []byte) {
 		}
 		if t >= r.measureStart.Load() {
 			r.delivered.Add(1)
-			r.hist.Record(time.Now().UnixNano() - t)
+			r.hist.Record(c.readAt - t)
 		}
 	case cmdChatResp:
 		// The ack echoes the message's client id, its send time, so it
