@@ -481,8 +481,9 @@ func (l *loopState) Run(context.Context) error {
 }
 
 // passBudget bounds the deliveries one pass queues from fan-out jobs (about
-// tens of milliseconds of work); what is left goes to the next pass.
-const passBudget = 100_000
+// tens of milliseconds of work); what is left goes to the next pass. A
+// variable only so that tests can make backlogs span passes.
+var passBudget = 100_000
 
 // fanout queues j's message on each of its connections and returns batch
 // with those that were not yet waiting for this pass's flush.

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"jim/codec"
+	"jim/gateway"
 )
 
 // A group message reaches every member's connection, TCP and WebSocket
@@ -13,6 +14,17 @@ import (
 // (the group is larger than the size from which dispatch uses them), with
 // several event loops and a burst that makes passes merge messages.
 func TestGroupMulticastOrderAndCount(t *testing.T) {
+	t.Run("one pass", func(t *testing.T) { testGroupMulticast(t) })
+	// A budget smaller than one job: every job is carried to a later pass,
+	// which must keep the order.
+	t.Run("backlog over passes", func(t *testing.T) {
+		old := gateway.SetPassBudget(5)
+		t.Cleanup(func() { gateway.SetPassBudget(old) })
+		testGroupMulticast(t)
+	})
+}
+
+func testGroupMulticast(t *testing.T) {
 	s := startServer(t, nil)
 	const tcpN, wsN, msgs = 12, 6, 300
 	tcps := make([]*tcpClient, tcpN)
