@@ -27,38 +27,49 @@ func TestFrameRoundTrip(t *testing.T) {
 	}
 }
 
-func TestKeys(t *testing.T) {
-	for _, uid := range []string{"alice", "a.b c/ü*>", "100"} {
-		k := userKey(uid, "n-1")
-		if !validKey(k) {
-			t.Fatalf("key %q not a valid KV key", k)
+func TestPresenceMessages(t *testing.T) {
+	h := presHeader{typ: presSnap, node: "n-1", epoch: 1 << 60, seq: 300, chunk: 2, chunks: 3}
+	b := appendPresHeader(nil, &h)
+	b = appendAdd(b, "a.b c/ü*>", "tcp", []byte(`{"nick":"A"}`))
+	b = appendDel(b, "100")
+	b = appendAdd(b, "x", "", nil)
+	got, recs, err := parsePres(b)
+	if err != nil || got != h {
+		t.Fatalf("header %+v, %v; want %+v", got, err, h)
+	}
+	var out []presRecord
+	for len(recs) > 0 {
+		r, rest, err := nextRecord(recs)
+		if err != nil {
+			t.Fatal(err)
 		}
-		u, node, ok := parseKey(k)
-		if !ok || u != uid || node != "n-1" {
-			t.Fatalf("parseKey(%q) = %q %q %v", k, u, node, ok)
+		out = append(out, r)
+		recs = rest
+	}
+	if len(out) != 3 || out[0].op != opAdd || string(out[0].uid) != "a.b c/ü*>" || string(out[0].term) != "tcp" ||
+		string(out[0].prof) != `{"nick":"A"}` || out[1].op != opDel || string(out[1].uid) != "100" ||
+		out[2].op != opAdd || string(out[2].uid) != "x" || len(out[2].term) != 0 || len(out[2].prof) != 0 {
+		t.Fatalf("records %+v", out)
+	}
+	beat := appendPresHeader(nil, &presHeader{typ: presBeat, node: "n", epoch: 7, seq: 9})
+	if got, recs, err := parsePres(beat); err != nil || got.typ != presBeat || got.node != "n" || got.epoch != 7 || got.seq != 9 || len(recs) != 0 {
+		t.Fatalf("beat: %+v %v", got, err)
+	}
+	snap0 := appendPresHeader(nil, &presHeader{typ: presSnap, node: "n", chunk: 0, chunks: 1})
+	for _, bad := range [][]byte{nil, {1}, {2, 1, 1, 'n'}, {1, 9, 1, 'n', 0, 0, 0, 0, 0, 0, 0, 0, 0},
+		{1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}, {1, 1, 1, 'n', 0, 0, 0, 0}, append(snap0[:len(snap0)-2:len(snap0)-2], 1, 1)} {
+		if _, _, err := parsePres(bad); err == nil {
+			t.Fatalf("message %v accepted", bad)
 		}
 	}
-	if u, node, ok := parseKey(nodeKey("n-2")); !ok || u != "" || node != "n-2" {
-		t.Fatalf("node key: %q %q %v", u, node, ok)
-	}
-	for _, bad := range []string{"x.y", "u.", "u.YQ", "u..n", "n."} {
-		if _, _, ok := parseKey(bad); ok {
-			t.Fatalf("parseKey(%q) accepted", bad)
+	for _, bad := range [][]byte{{3}, {1, 5, 'a'}, {1, 0}, {2, 0}, {1, 1, 'a', 1}, {1, 1, 'a', 0, 2}} {
+		if _, _, err := nextRecord(bad); err == nil {
+			t.Fatalf("record %v accepted", bad)
 		}
 	}
 	if validID("a.b") || validID("") || !validID(generateID()) {
 		t.Fatal("node id validation")
 	}
-}
-
-func validKey(k string) bool {
-	for i := 0; i < len(k); i++ {
-		c := k[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.' || c == '=' || c == '/') {
-			return false
-		}
-	}
-	return true
 }
 
 func TestViewLiveness(t *testing.T) {
@@ -78,7 +89,7 @@ func TestViewLiveness(t *testing.T) {
 	if dead := v.sweep(now); len(dead) != 1 || dead[0] != "a" {
 		t.Fatalf("sweep: %v", dead)
 	}
-	if users := v.dropNode("a"); len(users) != 1 || users[0] != "u" || v.entryCount() != 2 {
+	if users := v.dropNode("a"); users != 1 || v.entryCount() != 2 {
 		t.Fatalf("drop: %v, %d entries", users, v.entryCount())
 	}
 	if v.firstLive() != "b" || v.liveNodes() != 2 {

@@ -15,6 +15,7 @@ type metrics struct {
 	presenceOut, presenceIn prometheus.Counter
 	pubErr, badFrames, slow prometheus.Counter
 	undelivered             prometheus.Counter
+	syncs                   prometheus.Counter
 	entries, nodes          prometheus.Collector
 	vecs                    []prometheus.Collector
 }
@@ -38,6 +39,9 @@ func newMetrics() *metrics {
 		undelivered: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_undelivered_total", Help: "Private chats routed to a node that no longer listened, queued offline instead.",
 		}),
+		syncs: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_cluster_presence_syncs_total", Help: "Presence snapshots asked of other nodes (one per node seen, more after a missed update or a restart).",
+		}),
 		slow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_slow_consumer_total", Help: "Times NATS dropped messages for this node because it fell behind.",
 		}),
@@ -47,7 +51,7 @@ func newMetrics() *metrics {
 		m.pub[k] = pub.WithLabelValues(name)
 		m.recv[k] = recv.WithLabelValues(name)
 	}
-	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered}
+	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered, m.syncs}
 	return m
 }
 

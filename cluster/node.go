@@ -3,23 +3,25 @@
 // encoded message to the nodes whose users need it); a Node implements
 // dispatch.Cluster, so the dispatcher stays the same with or without it.
 //
-// Presence lives in a JetStream key-value bucket, jim_presence:
+// Presence is plain NATS, nothing stored on the server. Each node announces
+// its own users on its own subject:
 //
-//	n.<node>              a node's heartbeat, written every PresenceTTL/4
-//	u.<user>.<node>       the user (base64url) has connections on node; the
-//	                      value is the user's public profile (JSON)
+//	jim.presence.<node>        deltas: users that logged in or left, many per
+//	                           message; heartbeats every PresenceTTL/4; a
+//	                           hello when it starts and a goodbye when it closes
+//	jim.presence.sync.<node>   snapshot requests: the node answers with all
+//	                           its users, in chunks, on the asker's inbox
 //
-// A user key is written when the user logs in on a node and purged when its
-// last connection there closes; there is no per-key TTL to refresh, so a
-// node with a million users writes nothing for them while they stay. What
-// bounds the life of a dead node's entries is its heartbeat: every node
-// watches the whole bucket into a local view, counts a node dead after
-// 3/4 PresenceTTL without a heartbeat and ignores its entries from then on,
-// and the first of the live nodes by id purges them from the bucket. A KV
-// bucket rather than plain announcements because a node that starts gets the
-// current presence of the cluster from the bucket at once, without asking
-// every other node; lookups (get-user, routing) read the local view and never
-// wait on the network.
+// Every node keeps a compact view of every other node's users: a snapshot
+// of each node, then its deltas. Each message carries the node's epoch
+// (random per process) and delta sequence number, so a receiver notices a
+// delta it missed (a gap, or a heartbeat ahead of what it applied) and a
+// restarted node (a new epoch), and asks for a fresh snapshot. A node
+// counts as dead after 3/4 PresenceTTL without a message, and its users
+// drop out of every view. Lookups (get-user, routing) read the local view
+// and never wait on the network. A login costs one record in one message
+// per linger interval, whatever the number of users; the view costs a few
+// dozen bytes per user on every node.
 //
 // Routing uses core NATS subjects, published without waiting:
 //
@@ -34,6 +36,7 @@ package cluster
 import (
 	"context"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -45,7 +48,6 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"jim/dispatch"
@@ -59,9 +61,6 @@ var (
 	// ErrNoURLs is returned when Options.URLs is empty.
 	ErrNoURLs = errors.New("cluster: no NATS URLs")
 )
-
-// Bucket is the JetStream key-value bucket that holds presence.
-const Bucket = "jim_presence"
 
 // Subject prefixes of routed messages.
 const (
@@ -85,8 +84,8 @@ type Options struct {
 	// Zero means 15 s: short enough that messages soon go to offline queues,
 	// long enough that a NATS server failover does not empty presence.
 	PresenceTTL time.Duration
-	// Replicas of the presence bucket, when this node creates it. Zero
-	// means 1; use 3 on a three-server NATS cluster.
+	// Replicas is accepted for compatibility and unused: presence is no
+	// longer stored in JetStream.
 	Replicas int
 }
 
@@ -94,14 +93,13 @@ type Options struct {
 // dispatch.Cluster; its methods are safe for concurrent use.
 type Node struct {
 	id     string
+	epoch  uint64
 	nc     *nats.Conn
-	kv     jetstream.KeyValue
 	log    *slog.Logger
 	ttl    time.Duration
 	m      *metrics
 	view   *view
 	h      atomic.Pointer[handlerBox]
-	kvPre  string // "$KV.jim_presence."
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -112,6 +110,17 @@ type Node struct {
 	dirtyMu sync.Mutex
 	dirty   map[string]struct{}
 	wake    chan struct{}
+
+	// What this node announced: its users and the last delta's number.
+	annMu     sync.Mutex
+	announced map[string]annEntry
+	annSeq    uint64
+
+	// The other nodes' announcements, applied by one goroutine.
+	presCh chan *nats.Msg
+	peerMu sync.Mutex
+	peers  map[string]*peer
+	reqSeq uint64
 
 	missMu  sync.Mutex
 	miss    map[uint64]missed // user chats published and not yet known to have arrived
@@ -126,9 +135,10 @@ type handlerBox struct{ h dispatch.ClusterHandler }
 
 var _ dispatch.Cluster = (*Node)(nil)
 
-// Connect connects to NATS, creates the presence bucket if it is missing
-// and loads the cluster's current presence. The node starts routing and
-// announcing its users when the Dispatcher given it calls Start.
+// Connect connects to NATS and loads the cluster's current presence: it
+// says hello, and loads a snapshot from every node that answers. The node
+// starts routing and announcing its users when the Dispatcher given it
+// calls Start.
 func Connect(o Options) (*Node, error) {
 	if strings.TrimSpace(o.URLs) == "" {
 		return nil, ErrNoURLs
@@ -148,8 +158,11 @@ func Connect(o Options) (*Node, error) {
 		log = slog.Default()
 	}
 	log = log.With("node", id)
-	n := &Node{id: id, log: log, ttl: ttl, dirty: map[string]struct{}{}, miss: map[uint64]missed{}, wake: make(chan struct{}, 1),
-		kvPre: "$KV." + Bucket + "."}
+	var e [8]byte
+	_, _ = rand.Read(e[:])
+	n := &Node{id: id, epoch: binary.LittleEndian.Uint64(e[:]), log: log, ttl: ttl, dirty: map[string]struct{}{},
+		miss: map[uint64]missed{}, wake: make(chan struct{}, 1), announced: map[string]annEntry{},
+		peers: map[string]*peer{}, presCh: make(chan *nats.Msg, 1<<16)}
 	n.m = newMetrics()
 	n.view = newView(id, ttl*3/4)
 	n.m.entries = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
@@ -189,7 +202,7 @@ func Connect(o Options) (*Node, error) {
 	}
 	n.nc = nc
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	if err := n.setupPresence(o.Replicas); err != nil {
+	if err := n.setupPresence(); err != nil {
 		n.cancel()
 		nc.Close()
 		return nil, err
@@ -211,8 +224,8 @@ func (n *Node) Start(h dispatch.ClusterHandler) {
 		return
 	}
 	n.h.Store(&handlerBox{h})
-	// The heartbeat goes out before any user entry, so other nodes never
-	// see users of a node they do not know yet.
+	// The heartbeat goes out before any delta, so the other nodes ask for
+	// a snapshot first.
 	n.heartbeat()
 	for _, subj := range []string{nodeSubject + n.id, groupSubject + "*", n.missInbox() + "*"} {
 		sub, err := n.nc.Subscribe(subj, n.receive)
@@ -227,13 +240,15 @@ func (n *Node) Start(h dispatch.ClusterHandler) {
 		n.subs = append(n.subs, sub)
 		n.subsMu.Unlock()
 	}
-	n.republish()
+	for _, uid := range h.LocalUsers() {
+		n.UserChanged(uid)
+	}
 	n.wg.Add(1)
 	go n.presenceLoop()
 }
 
-// Close stops routing, removes this node's presence from the bucket and
-// drains the NATS connection. It is idempotent.
+// Close stops routing, tells the other nodes to forget this node's users
+// and drains the NATS connection. It is idempotent.
 func (n *Node) Close() error {
 	n.closeOnce.Do(func() {
 		n.subsMu.Lock()
@@ -245,14 +260,7 @@ func (n *Node) Close() error {
 		n.cancel()
 		n.wg.Wait()
 		if !n.nc.IsClosed() {
-			users := n.view.usersOn(n.id)
-			if h := n.handler(); h != nil {
-				users = append(users, h.LocalUsers()...)
-			}
-			for _, uid := range users {
-				n.removeKey(userKey(uid, n.id))
-			}
-			n.removeKey(nodeKey(n.id))
+			n.control(presBye)
 			n.closeErr = n.drain()
 		}
 	})
@@ -275,6 +283,53 @@ func (n *Node) drain() error {
 	case <-done:
 	case <-time.After(10 * time.Second):
 		n.nc.Close()
+	}
+	return nil
+}
+
+// setupPresence subscribes to the other nodes' presence, says hello and
+// waits, for a short while, until every node that answered is loaded.
+func (n *Node) setupPresence() error {
+	subs := []struct {
+		subj string
+		cb   nats.MsgHandler
+	}{
+		{presenceSubject + "*", nil},
+		{syncInbox + n.id + ".*", nil},
+		{syncSubject + n.id, n.serveSync},
+	}
+	for _, s := range subs {
+		var sub *nats.Subscription
+		var err error
+		if s.cb == nil {
+			sub, err = n.nc.ChanSubscribe(s.subj, n.presCh)
+		} else {
+			sub, err = n.nc.Subscribe(s.subj, s.cb)
+		}
+		if err != nil {
+			return fmt.Errorf("cluster: subscribing to presence: %w", err)
+		}
+		n.subsMu.Lock()
+		n.subs = append(n.subs, sub)
+		n.subsMu.Unlock()
+	}
+	n.wg.Add(1)
+	go n.presenceIn()
+	if err := n.nc.Flush(); err != nil {
+		return fmt.Errorf("cluster: presence: %w", err)
+	}
+	n.control(presHello)
+	// Live nodes answer the hello within a round trip; a node that is
+	// slower shows up with its next heartbeat instead.
+	wait := min(n.ttl/8, 300*time.Millisecond)
+	time.Sleep(wait)
+	deadline := time.Now().Add(10 * time.Second)
+	for !n.allSynced() {
+		if time.Now().After(deadline) {
+			n.log.Warn("cluster: presence not fully loaded yet; continuing")
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	return nil
 }

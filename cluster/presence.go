@@ -1,220 +1,341 @@
 package cluster
 
 import (
-	"context"
-	"encoding/base64"
-	"fmt"
-	"sort"
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 
 	"jim/codec"
 )
 
-// markerTTL is how long a removal marker stays in the bucket: long enough
-// for every watcher to see it, short enough that users who come and go do
-// not pile markers up.
-const markerTTL = time.Minute
+// Presence subjects (core NATS; nothing is stored on the server).
+const (
+	presenceSubject = "jim.presence."      // + node: its deltas, heartbeats, hello and goodbye
+	syncSubject     = "jim.presence.sync." // + node: snapshot requests to that node
+	syncInbox       = "_jim.psync."        // + asker + "." + request id: snapshot chunks
+)
 
-func nodeKey(node string) string { return "n." + node }
+// Presence message types.
+const (
+	presDelta byte = 1 + iota // users that came or went, seq = this delta's number
+	presBeat                  // heartbeat, seq = the last delta published
+	presBye                   // the node is closing: forget its users now
+	presSnap                  // one chunk of a snapshot, seq = the last delta it includes
+	presHello                 // a node starting: live nodes answer with a heartbeat
+)
 
-func userKey(uid, node string) string {
-	return "u." + base64.RawURLEncoding.EncodeToString([]byte(uid)) + "." + node
+// Record operations in deltas and snapshots.
+const (
+	opAdd byte = 1
+	opDel byte = 2
+)
+
+const (
+	presVersion = 1
+	// maxPresenceMsg bounds a delta or snapshot chunk, well under NATS's
+	// default 1 MiB payload limit.
+	maxPresenceMsg = 256 << 10
+	// presenceLinger is how long the announcer waits after the first
+	// change before publishing, so that a burst of logins becomes one
+	// message instead of one per login.
+	presenceLinger = 20 * time.Millisecond
+	// presenceInterval is the least time between two deltas of a node.
+	// Every node receives every delta, and with dozens of nodes the cost
+	// per message (not per user in it) dominated logins: one login per
+	// message made each login cost a millisecond of CPU across 56 nodes.
+	// A node whose users change rarely still announces within the linger.
+	presenceInterval = 500 * time.Millisecond
+	// syncRetry is how long a snapshot may take before it is asked again.
+	syncRetry = 2 * time.Second
+	// maxBuffered bounds the deltas kept while a snapshot is awaited;
+	// beyond it they are dropped and a newer snapshot is asked for.
+	maxBuffered = 4096
+)
+
+var errPresence = errors.New("cluster: malformed presence message")
+
+// presHeader starts every presence message.
+type presHeader struct {
+	typ    byte
+	node   string
+	epoch  uint64 // random per process: a restarted node is a new epoch
+	seq    uint64
+	chunk  int // snapshots: this chunk's index
+	chunks int // snapshots: how many chunks
 }
 
-// parseKey splits a bucket key into its user (empty for a heartbeat) and
-// node.
-func parseKey(key string) (uid, node string, ok bool) {
-	switch {
-	case strings.HasPrefix(key, "n."):
-		return "", key[2:], len(key) > 2
-	case strings.HasPrefix(key, "u."):
-		rest := key[2:]
-		i := strings.IndexByte(rest, '.')
-		if i < 0 {
-			return "", "", false
-		}
-		b, err := base64.RawURLEncoding.DecodeString(rest[:i])
-		if err != nil || len(b) == 0 {
-			return "", "", false
-		}
-		return string(b), rest[i+1:], i+1 < len(rest)
+func appendPresHeader(dst []byte, h *presHeader) []byte {
+	dst = append(dst, presVersion, h.typ)
+	dst = binary.AppendUvarint(dst, uint64(len(h.node)))
+	dst = append(dst, h.node...)
+	dst = binary.LittleEndian.AppendUint64(dst, h.epoch)
+	dst = binary.AppendUvarint(dst, h.seq)
+	if h.typ == presSnap {
+		dst = binary.AppendUvarint(dst, uint64(h.chunk))
+		dst = binary.AppendUvarint(dst, uint64(h.chunks))
 	}
-	return "", "", false
+	return dst
 }
 
-// setupPresence creates (or finds) the bucket and loads the current
-// presence into the view before returning.
-func (n *Node) setupPresence(replicas int) error {
-	if replicas <= 0 {
-		replicas = 1
+// parsePres splits a presence message into its header and its records.
+func parsePres(b []byte) (presHeader, []byte, error) {
+	var h presHeader
+	if len(b) < 2 || b[0] != presVersion || b[1] < presDelta || b[1] > presHello {
+		return h, nil, errPresence
 	}
-	js, err := jetstream.New(n.nc)
+	h.typ = b[1]
+	b = b[2:]
+	node, b, ok := readBytes(b)
+	if !ok || len(node) == 0 || len(b) < 8 {
+		return h, nil, errPresence
+	}
+	h.node = string(node)
+	h.epoch = binary.LittleEndian.Uint64(b)
+	b = b[8:]
+	var k int
+	if h.seq, k = binary.Uvarint(b); k <= 0 {
+		return h, nil, errPresence
+	}
+	b = b[k:]
+	if h.typ == presSnap {
+		c, k := binary.Uvarint(b)
+		if k <= 0 {
+			return h, nil, errPresence
+		}
+		b = b[k:]
+		n, k := binary.Uvarint(b)
+		if k <= 0 || n == 0 || c >= n || n > 1<<20 {
+			return h, nil, errPresence
+		}
+		b = b[k:]
+		h.chunk, h.chunks = int(c), int(n)
+	}
+	return h, b, nil
+}
+
+func readBytes(b []byte) (field, rest []byte, ok bool) {
+	l, k := binary.Uvarint(b)
+	if k <= 0 || uint64(len(b)-k) < l {
+		return nil, nil, false
+	}
+	return b[k : k+int(l)], b[k+int(l):], true
+}
+
+// appendAdd encodes "uid is on the node" with its terminal and, when the
+// user has a nick, avatar or sign, its profile as JSON.
+func appendAdd(dst []byte, uid, term string, prof []byte) []byte {
+	dst = append(dst, opAdd)
+	dst = binary.AppendUvarint(dst, uint64(len(uid)))
+	dst = append(dst, uid...)
+	dst = binary.AppendUvarint(dst, uint64(len(term)))
+	dst = append(dst, term...)
+	dst = binary.AppendUvarint(dst, uint64(len(prof)))
+	return append(dst, prof...)
+}
+
+func appendDel(dst []byte, uid string) []byte {
+	dst = append(dst, opDel)
+	dst = binary.AppendUvarint(dst, uint64(len(uid)))
+	return append(dst, uid...)
+}
+
+// presRecord is one decoded record; uid and term alias the message.
+type presRecord struct {
+	op   byte
+	uid  []byte
+	term []byte
+	prof []byte
+}
+
+// nextRecord decodes the first record of b.
+func nextRecord(b []byte) (presRecord, []byte, error) {
+	var r presRecord
+	if len(b) == 0 || (b[0] != opAdd && b[0] != opDel) {
+		return r, nil, errPresence
+	}
+	r.op = b[0]
+	var ok bool
+	if r.uid, b, ok = readBytes(b[1:]); !ok || len(r.uid) == 0 {
+		return r, nil, errPresence
+	}
+	if r.op == opAdd {
+		if r.term, b, ok = readBytes(b); !ok {
+			return r, nil, errPresence
+		}
+		if r.prof, b, ok = readBytes(b); !ok {
+			return r, nil, errPresence
+		}
+	}
+	return r, b, nil
+}
+
+// profileOf is what a node announces of a local user: the terminal, and the
+// profile as JSON only when there is more to it than the terminal.
+func profileOf(u *codec.User) (string, []byte) {
+	if u.Nick == "" && u.Avatar == "" && u.Sign == "" {
+		return u.Terminal, nil
+	}
+	b, err := codec.Marshal(&codec.User{Nick: u.Nick, Avatar: u.Avatar, Sign: u.Sign, Terminal: u.Terminal})
 	if err != nil {
-		return fmt.Errorf("cluster: jetstream: %w", err)
+		return u.Terminal, nil
 	}
-	ctx, cancel := context.WithTimeout(n.ctx, 10*time.Second)
-	defer cancel()
-	kv, err := js.KeyValue(ctx, Bucket)
-	if err != nil {
-		// Presence is rebuilt by the nodes whenever it is lost, so memory
-		// storage is enough and keeps writes off the disk.
-		kv, err = js.CreateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: Bucket, Description: "jim: which node holds which user",
-			History: 1, Storage: jetstream.MemoryStorage, Replicas: replicas,
-			LimitMarkerTTL: markerTTL,
-		})
-		if err != nil {
-			// Another node may have created it meanwhile.
-			if kv2, err2 := js.KeyValue(ctx, Bucket); err2 == nil {
-				kv, err = kv2, nil
-			}
-		}
-		if err != nil {
-			return fmt.Errorf("cluster: presence bucket: %w", err)
-		}
-	}
-	n.kv = kv
-	w, err := kv.WatchAll(n.ctx)
-	if err != nil {
-		return fmt.Errorf("cluster: watching presence: %w", err)
-	}
-	ready := make(chan struct{})
-	n.wg.Add(2)
-	go n.watch(w, ready)
-	go n.sweepLoop()
-	select {
-	case <-ready:
-		return nil
-	case <-ctx.Done():
-		return fmt.Errorf("cluster: loading presence: %w", ctx.Err())
-	}
+	return u.Terminal, b
 }
 
-// watch applies bucket updates to the view. The initial values are dated
-// by the server's timestamp (so a heartbeat long gone counts as dead at
-// once), live ones by their arrival.
-func (n *Node) watch(w jetstream.KeyWatcher, ready chan struct{}) {
-	defer n.wg.Done()
-	defer func() { _ = w.Stop() }()
-	initial := true
-	for {
-		var e jetstream.KeyValueEntry
-		select {
-		case <-n.ctx.Done():
-			return
-		case e = <-w.Updates():
-		}
-		if e == nil {
-			if initial {
-				initial = false
-				close(ready)
-			}
-			continue
-		}
-		uid, node, ok := parseKey(e.Key())
-		if !ok {
-			continue
-		}
-		now := time.Now()
-		seen := now
-		if initial {
-			if c := e.Created(); c.Before(now) {
-				seen = c
-			}
-		}
-		put := e.Operation() == jetstream.KeyValuePut
-		n.m.presenceIn.Inc()
-		switch {
-		case uid == "" && put:
-			n.view.heartbeat(node, seen)
-		case uid == "":
-			n.view.nodeGone(node)
-		case put:
-			var u codec.User
-			if len(e.Value()) > 0 && codec.Unmarshal(e.Value(), &u) == nil {
-				n.view.set(uid, node, &u)
-			} else {
-				n.view.set(uid, node, nil)
-			}
-		default:
-			n.view.del(uid, node)
-			if node == n.id {
-				// Our own entry went away while the user may still be
-				// here: another node took us for dead. Write it again.
-				if h := n.handler(); h != nil && h.LocalUser(uid) != nil {
-					n.UserChanged(uid)
-				}
-			}
-		}
-	}
+// ---- the announcing side: this node's own users ----
+
+type annEntry struct {
+	term string
+	prof []byte
 }
 
-// sweepLoop drops nodes whose heartbeat stopped. The first live node by id
-// also purges their entries from the bucket, for the nodes that start later.
-func (n *Node) sweepLoop() {
-	defer n.wg.Done()
-	t := time.NewTicker(max(n.ttl/8, 10*time.Millisecond))
-	defer t.Stop()
-	for {
-		select {
-		case <-n.ctx.Done():
-			return
-		case <-t.C:
-		}
-		n.expireMissed(time.Now())
-		for _, dead := range n.view.sweep(time.Now()) {
-			users := n.view.dropNode(dead)
-			n.log.Info("cluster: node gone", "dead", dead, "users", len(users))
-			if n.handler() == nil || n.view.firstLive() != n.id {
-				continue
-			}
-			for _, uid := range users {
-				n.removeKey(userKey(uid, dead))
-			}
-			n.removeKey(nodeKey(dead))
-		}
-	}
-}
-
-// presenceLoop writes this node's heartbeat and its users' entries. Entries
-// are core NATS publishes into the bucket's subjects: buffered, never a
-// round trip per login; a connection loss is repaired by republish.
+// presenceLoop writes this node's heartbeat every PresenceTTL/4 and, after
+// a change, the delta of its users. Publishes are core NATS: buffered by the
+// connection, never a round trip per login; what a lost connection swallowed
+// the other nodes notice by the sequence numbers and repair with a snapshot.
 func (n *Node) presenceLoop() {
 	defer n.wg.Done()
 	t := time.NewTicker(n.ttl / 4)
 	defer t.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-n.ctx.Done():
 			return
 		case <-t.C:
 			n.heartbeat()
+			continue
 		case <-n.wake:
 		}
+		// Let a burst of logins gather into one message, and keep to one
+		// message per presenceInterval while changes keep coming.
+		wait := max(presenceLinger, presenceInterval-time.Since(last))
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		last = time.Now()
 		n.dirtyMu.Lock()
-		var batch map[string]struct{}
-		if len(n.dirty) > 0 {
-			batch, n.dirty = n.dirty, make(map[string]struct{})
-		}
+		batch := n.dirty
+		n.dirty = make(map[string]struct{})
 		n.dirtyMu.Unlock()
-		h := n.handler()
-		for uid := range batch {
-			if u := h.LocalUser(uid); u != nil {
-				n.putUser(uid, u)
-			} else {
-				n.removeKey(userKey(uid, n.id))
-			}
-		}
+		n.announce(batch)
 	}
 }
 
-// UserChanged queues uid's entry of this node to be written again from the
-// dispatcher's current state. It never blocks.
+// announce publishes the changes among batch's users, as deltas of at most
+// maxPresenceMsg bytes, each with the next sequence number.
+func (n *Node) announce(batch map[string]struct{}) {
+	h := n.handler()
+	if h == nil || len(batch) == 0 {
+		return
+	}
+	n.annMu.Lock()
+	defer n.annMu.Unlock()
+	var msg []byte
+	count := 0
+	begin := func() {
+		msg = appendPresHeader(msg[:0], &presHeader{typ: presDelta, node: n.id, epoch: n.epoch, seq: n.annSeq + 1})
+		count = 0
+	}
+	send := func() {
+		if count == 0 {
+			return
+		}
+		n.annSeq++
+		n.publishPresence(presenceSubject+n.id, msg)
+		msg = nil
+		begin()
+	}
+	begin()
+	for uid := range batch {
+		u := h.LocalUser(uid)
+		old, had := n.announced[uid]
+		if u != nil {
+			term, prof := profileOf(u)
+			if had && old.term == term && bytes.Equal(old.prof, prof) {
+				continue
+			}
+			n.announced[uid] = annEntry{term: term, prof: prof}
+			msg = appendAdd(msg, uid, term, prof)
+		} else {
+			if !had {
+				continue
+			}
+			delete(n.announced, uid)
+			msg = appendDel(msg, uid)
+		}
+		count++
+		if len(msg) >= maxPresenceMsg {
+			send()
+		}
+	}
+	send()
+}
+
+// heartbeat tells the cluster this node lives and which delta it is at.
+func (n *Node) heartbeat() { n.control(presBeat) }
+
+// control publishes a message without records (heartbeat, hello, goodbye).
+func (n *Node) control(typ byte) {
+	n.annMu.Lock()
+	defer n.annMu.Unlock()
+	n.publishPresence(presenceSubject+n.id, appendPresHeader(nil, &presHeader{typ: typ, node: n.id, epoch: n.epoch, seq: n.annSeq}))
+}
+
+func (n *Node) publishPresence(subj string, b []byte) {
+	if err := n.nc.Publish(subj, b); err != nil {
+		n.log.Debug("cluster: presence publish", "err", err)
+		return
+	}
+	n.m.presenceOut.Inc()
+}
+
+// serveSync answers a snapshot request: every announced user and the
+// sequence number of the last delta they reflect, in chunks.
+func (n *Node) serveSync(msg *nats.Msg) {
+	if msg.Reply == "" {
+		return
+	}
+	var bodies [][]byte
+	var body []byte
+	n.annMu.Lock()
+	seq := n.annSeq
+	for uid, e := range n.announced {
+		body = appendAdd(body, uid, e.term, e.prof)
+		if len(body) >= maxPresenceMsg-512 {
+			bodies = append(bodies, body)
+			body = nil
+		}
+	}
+	n.annMu.Unlock()
+	if len(body) > 0 || len(bodies) == 0 {
+		bodies = append(bodies, body)
+	}
+	for i, b := range bodies {
+		h := &presHeader{typ: presSnap, node: n.id, epoch: n.epoch, seq: seq, chunk: i, chunks: len(bodies)}
+		out := append(appendPresHeader(make([]byte, 0, len(b)+64), h), b...)
+		n.publishPresence(msg.Reply, out)
+	}
+}
+
+// republish is called after a reconnect: a heartbeat at once, so nodes
+// that took this one for dead, or missed a delta, ask for a snapshot.
+func (n *Node) republish() {
+	if n.handler() == nil {
+		return
+	}
+	n.heartbeat()
+}
+
+// UserChanged queues uid's entry of this node to be announced again from
+// the dispatcher's current state. It never blocks.
 func (n *Node) UserChanged(uid string) {
 	n.dirtyMu.Lock()
 	n.dirty[uid] = struct{}{}
@@ -225,46 +346,251 @@ func (n *Node) UserChanged(uid string) {
 	}
 }
 
-// republish queues every local user, after a reconnect or at start.
-func (n *Node) republish() {
-	h := n.handler()
-	if h == nil {
+// ---- the receiving side: the other nodes' users ----
+
+// peer is what this node knows of another node's announcements. Only the
+// presence goroutine touches peers (under peerMu, for Connect's wait).
+type peer struct {
+	epoch  uint64
+	seq    uint64 // last delta applied
+	synced bool   // the view holds a snapshot plus every delta since
+
+	reqID   uint64 // snapshot request in flight; 0: none
+	reqAt   time.Time
+	chunks  [][]byte // snapshot chunks received so far for reqID
+	got     int
+	snapSeq uint64
+
+	buf []bufDelta // deltas received while not synced, in arrival order
+}
+
+type bufDelta struct {
+	seq  uint64
+	recs []byte
+}
+
+// presenceIn applies presence messages to the view and keeps every peer
+// synced. One goroutine does it all, so the per-peer state needs no more
+// than a lock for readers outside.
+func (n *Node) presenceIn() {
+	defer n.wg.Done()
+	t := time.NewTicker(max(n.ttl/8, 10*time.Millisecond))
+	defer t.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case m := <-n.presCh:
+			n.peerMu.Lock()
+			n.handlePresence(m)
+			n.peerMu.Unlock()
+		case now := <-t.C:
+			n.expireMissed(now)
+			n.peerMu.Lock()
+			n.presenceTick(now)
+			n.peerMu.Unlock()
+		}
+	}
+}
+
+func (n *Node) handlePresence(m *nats.Msg) {
+	if strings.HasPrefix(m.Subject, syncInbox) {
+		n.handleSnapChunk(m)
 		return
 	}
-	n.heartbeat()
-	for _, uid := range h.LocalUsers() {
-		n.UserChanged(uid)
-	}
-}
-
-func (n *Node) heartbeat() {
-	n.publishKV(nodeKey(n.id), []byte(n.id), nil)
-}
-
-func (n *Node) putUser(uid string, u *codec.User) {
-	val, err := codec.Marshal(&codec.User{Nick: u.Nick, Avatar: u.Avatar, Sign: u.Sign, Terminal: u.Terminal})
+	h, recs, err := parsePres(m.Data)
 	if err != nil {
-		val = nil
-	}
-	n.publishKV(userKey(uid, n.id), val, nil)
-}
-
-// removeKey publishes a purge marker that expires after markerTTL.
-func (n *Node) removeKey(key string) {
-	hdr := nats.Header{}
-	hdr.Set("KV-Operation", "PURGE")
-	hdr.Set(jetstream.MsgRollup, jetstream.MsgRollupSubject)
-	hdr.Set(jetstream.MsgTTLHeader, markerTTL.String())
-	n.publishKV(key, nil, hdr)
-}
-
-func (n *Node) publishKV(key string, val []byte, hdr nats.Header) {
-	m := &nats.Msg{Subject: n.kvPre + key, Data: val, Header: hdr}
-	if err := n.nc.PublishMsg(m); err != nil {
-		n.log.Debug("cluster: presence publish", "key", key, "err", err)
+		n.m.badFrames.Inc()
 		return
 	}
-	n.m.presenceOut.Inc()
+	if h.node == n.id {
+		return // our own, echoed by the wildcard subscription
+	}
+	n.m.presenceIn.Inc()
+	now := time.Now()
+	p := n.peers[h.node]
+	if p != nil && p.epoch != h.epoch {
+		// The node restarted: what we know of its previous life is void.
+		n.forgetPeer(h.node, "restarted")
+		p = nil
+	}
+	if p == nil {
+		if h.typ == presBye {
+			return
+		}
+		p = &peer{epoch: h.epoch}
+		n.peers[h.node] = p
+		n.view.heartbeat(h.node, now)
+		n.requestSync(h.node, p, now)
+	}
+	switch h.typ {
+	case presBeat, presHello:
+		n.view.heartbeat(h.node, now)
+		if h.typ == presHello && n.handler() != nil {
+			// A node is starting: tell it at once that this one is here.
+			n.heartbeat()
+		}
+		if p.synced && h.seq > p.seq {
+			// A delta went missing (a slow consumer, a reconnect).
+			p.synced = false
+			n.requestSync(h.node, p, now)
+		}
+	case presDelta:
+		n.view.heartbeat(h.node, now)
+		switch {
+		case !p.synced:
+			n.buffer(h.node, p, h.seq, recs, now)
+		case h.seq <= p.seq:
+			// Already in the snapshot.
+		case h.seq == p.seq+1:
+			n.applyDelta(h.node, recs)
+			p.seq = h.seq
+		default:
+			p.synced = false
+			n.buffer(h.node, p, h.seq, recs, now)
+			n.requestSync(h.node, p, now)
+		}
+	case presBye:
+		n.forgetPeer(h.node, "closed")
+	}
+}
+
+func (n *Node) buffer(node string, p *peer, seq uint64, recs []byte, now time.Time) {
+	if len(p.buf) >= maxBuffered {
+		// A newer snapshot covers everything buffered so far.
+		p.buf = nil
+		n.requestSync(node, p, now)
+		return
+	}
+	p.buf = append(p.buf, bufDelta{seq: seq, recs: recs})
+}
+
+// requestSync asks node for a snapshot; the chunks come to this node's
+// sync inbox under a fresh request id, so stale ones are told apart.
+func (n *Node) requestSync(node string, p *peer, now time.Time) {
+	n.reqSeq++
+	p.reqID, p.reqAt, p.chunks, p.got = n.reqSeq, now, nil, 0
+	msg := &nats.Msg{Subject: syncSubject + node, Reply: syncInbox + n.id + "." + strconv.FormatUint(p.reqID, 10)}
+	if err := n.nc.PublishMsg(msg); err != nil {
+		n.log.Debug("cluster: presence sync request", "node", node, "err", err)
+	}
+	n.m.syncs.Inc()
+}
+
+func (n *Node) handleSnapChunk(m *nats.Msg) {
+	id, err := strconv.ParseUint(m.Subject[strings.LastIndexByte(m.Subject, '.')+1:], 10, 64)
+	if err != nil {
+		return
+	}
+	if m.Header.Get("Status") == "503" {
+		// Nobody serves that node's snapshots: it is gone or closing. Its
+		// heartbeats stop and the sweep forgets it; if it lives, the
+		// retry asks again.
+		for _, p := range n.peers {
+			if p.reqID == id {
+				p.reqID = 0
+			}
+		}
+		return
+	}
+	h, recs, err := parsePres(m.Data)
+	if err != nil || h.typ != presSnap {
+		n.m.badFrames.Inc()
+		return
+	}
+	p := n.peers[h.node]
+	if p == nil || p.reqID != id || p.epoch != h.epoch {
+		return // stale, or from a previous life of the node
+	}
+	if p.chunks == nil {
+		p.chunks, p.snapSeq = make([][]byte, h.chunks), h.seq
+	}
+	if h.chunks != len(p.chunks) || h.seq != p.snapSeq || p.chunks[h.chunk] != nil {
+		return
+	}
+	p.chunks[h.chunk] = recs
+	p.got++
+	if p.got < len(p.chunks) {
+		return
+	}
+	// Complete: the node's entries become the snapshot, then the deltas
+	// that came after it.
+	var all []presRecord
+	for _, c := range p.chunks {
+		for len(c) > 0 {
+			r, rest, err := nextRecord(c)
+			if err != nil {
+				n.m.badFrames.Inc()
+				break
+			}
+			if r.op == opAdd {
+				all = append(all, r)
+			}
+			c = rest
+		}
+	}
+	n.view.replaceNode(h.node, all)
+	p.seq, p.synced, p.reqID, p.chunks, p.got = p.snapSeq, true, 0, nil, 0
+	buf := p.buf
+	p.buf = nil
+	for i, d := range buf {
+		switch {
+		case d.seq <= p.seq:
+		case d.seq == p.seq+1:
+			n.applyDelta(h.node, d.recs)
+			p.seq = d.seq
+		default:
+			p.synced = false
+			p.buf = append(p.buf, buf[i:]...)
+			n.requestSync(h.node, p, time.Now())
+			return
+		}
+	}
+}
+
+func (n *Node) applyDelta(node string, recs []byte) {
+	var batch []presRecord
+	for len(recs) > 0 {
+		r, rest, err := nextRecord(recs)
+		if err != nil {
+			n.m.badFrames.Inc()
+			break
+		}
+		batch = append(batch, r)
+		recs = rest
+	}
+	n.view.apply(node, batch)
+}
+
+// presenceTick forgets nodes whose heartbeat stopped and asks again for
+// snapshots that did not come.
+func (n *Node) presenceTick(now time.Time) {
+	for _, dead := range n.view.sweep(now) {
+		n.forgetPeer(dead, "silent")
+	}
+	for node, p := range n.peers {
+		if !p.synced && (p.reqID == 0 || now.Sub(p.reqAt) > syncRetry) {
+			n.requestSync(node, p, now)
+		}
+	}
+}
+
+func (n *Node) forgetPeer(node, why string) {
+	delete(n.peers, node)
+	users := n.view.dropNode(node)
+	n.log.Info("cluster: node gone", "dead", node, "why", why, "users", users)
+}
+
+// allSynced reports whether every node heard of so far has been loaded.
+func (n *Node) allSynced() bool {
+	n.peerMu.Lock()
+	defer n.peerMu.Unlock()
+	for _, p := range n.peers {
+		if !p.synced {
+			return false
+		}
+	}
+	return true
 }
 
 // Remote returns uid's profile on another live node and whether there is
@@ -273,208 +599,3 @@ func (n *Node) Remote(uid string) (*codec.User, bool) { return n.view.remote(uid
 
 // RemoteNodes returns the live nodes other than this one that hold uid.
 func (n *Node) RemoteNodes(uid string) []string { return n.view.remoteNodes(uid, nil) }
-
-// view is this node's copy of the presence bucket.
-type view struct {
-	self      string
-	deadAfter time.Duration
-
-	mu      sync.RWMutex
-	users   map[string]map[string]*codec.User // user -> node -> profile
-	nodes   map[string]time.Time              // node -> last heartbeat
-	entries int
-}
-
-func newView(self string, deadAfter time.Duration) *view {
-	return &view{self: self, deadAfter: deadAfter,
-		users: map[string]map[string]*codec.User{}, nodes: map[string]time.Time{}}
-}
-
-func (v *view) heartbeat(node string, t time.Time) {
-	v.mu.Lock()
-	if t.After(v.nodes[node]) {
-		v.nodes[node] = t
-	}
-	v.mu.Unlock()
-}
-
-// nodeGone forgets a node's heartbeat (it closed, or was purged as dead).
-func (v *view) nodeGone(node string) {
-	if node == v.self {
-		return
-	}
-	v.mu.Lock()
-	delete(v.nodes, node)
-	v.mu.Unlock()
-}
-
-func (v *view) set(uid, node string, u *codec.User) {
-	v.mu.Lock()
-	m := v.users[uid]
-	if m == nil {
-		m = make(map[string]*codec.User, 1)
-		v.users[uid] = m
-	}
-	if _, ok := m[node]; !ok {
-		v.entries++
-	}
-	m[node] = u
-	v.mu.Unlock()
-}
-
-func (v *view) del(uid, node string) {
-	v.mu.Lock()
-	if m := v.users[uid]; m != nil {
-		if _, ok := m[node]; ok {
-			delete(m, node)
-			v.entries--
-			if len(m) == 0 {
-				delete(v.users, uid)
-			}
-		}
-	}
-	v.mu.Unlock()
-}
-
-// liveLocked reports whether node's heartbeat is recent. The own node is
-// always live.
-func (v *view) liveLocked(node string, now time.Time) bool {
-	if node == v.self {
-		return true
-	}
-	t, ok := v.nodes[node]
-	return ok && now.Sub(t) <= v.deadAfter
-}
-
-func (v *view) remote(uid string) (*codec.User, bool) {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for node, u := range v.users[uid] {
-		if node != v.self && v.liveLocked(node, now) {
-			return u, true
-		}
-	}
-	return nil, false
-}
-
-// remoteNodes appends to dst the live nodes other than self holding uid.
-func (v *view) remoteNodes(uid string, dst []string) []string {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for node := range v.users[uid] {
-		if node != v.self && v.liveLocked(node, now) {
-			dst = append(dst, node)
-		}
-	}
-	return dst
-}
-
-// liveOthers appends to dst every live node other than self.
-func (v *view) liveOthers(dst []string) []string {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for node := range v.nodes {
-		if node != v.self && v.liveLocked(node, now) {
-			dst = append(dst, node)
-		}
-	}
-	return dst
-}
-
-// othersLive reports whether any node other than self is live.
-func (v *view) othersLive() bool {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	for node := range v.nodes {
-		if node != v.self && v.liveLocked(node, now) {
-			return true
-		}
-	}
-	return false
-}
-
-// sweep returns the nodes whose heartbeat is older than deadAfter.
-func (v *view) sweep(now time.Time) []string {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	var dead []string
-	for node := range v.nodes {
-		if !v.liveLocked(node, now) {
-			dead = append(dead, node)
-		}
-	}
-	return dead
-}
-
-// dropNode forgets a dead node and its entries and returns its users.
-func (v *view) dropNode(node string) []string {
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	if node == v.self {
-		return nil
-	}
-	delete(v.nodes, node)
-	var users []string
-	for uid, m := range v.users {
-		if _, ok := m[node]; ok {
-			users = append(users, uid)
-			delete(m, node)
-			v.entries--
-			if len(m) == 0 {
-				delete(v.users, uid)
-			}
-		}
-	}
-	return users
-}
-
-// usersOn lists the users with an entry for node.
-func (v *view) usersOn(node string) []string {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	var out []string
-	for uid, m := range v.users {
-		if _, ok := m[node]; ok {
-			out = append(out, uid)
-		}
-	}
-	return out
-}
-
-// firstLive is the smallest live node id, self included.
-func (v *view) firstLive() string {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	live := []string{v.self}
-	for node := range v.nodes {
-		if node != v.self && v.liveLocked(node, now) {
-			live = append(live, node)
-		}
-	}
-	sort.Strings(live)
-	return live[0]
-}
-
-func (v *view) liveNodes() int {
-	now := time.Now()
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	k := 1
-	for node := range v.nodes {
-		if node != v.self && v.liveLocked(node, now) {
-			k++
-		}
-	}
-	return k
-}
-
-func (v *view) entryCount() int {
-	v.mu.RLock()
-	defer v.mu.RUnlock()
-	return v.entries
-}
