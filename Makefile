@@ -76,3 +76,17 @@ bench-charts:
 # chat load, printing acked, found, lost and duplicated counts.
 soak:
 	JIM_SOAK=1 $(GO) test -count=1 -v -timeout 30m -run TestCrashRecovery ./test/crash
+
+# A million logged-in idle connections on this machine: a NATS server, as many
+# jimd as the 20,000-file limit per process needs (one port via SO_REUSEPORT,
+# one cluster), jimbench workers over many loopback source addresses, held
+# SCALE_HOLD with heartbeats. Results in /tmp/jim-scale/<time>/; see
+# docs/BENCHMARKS.md, "A million connections". SCALE_ARGS adds orchestrator
+# flags (go run ./bench/scale -h).
+SCALE_CONNS ?= 1000000
+SCALE_HOLD  ?= 5m
+SCALE_ARGS  ?=
+.PHONY: bench-scale
+bench-scale: build
+	$(GO) build -o bin/jimscale ./bench/scale
+	./bin/jimscale -bin ./bin -conns $(SCALE_CONNS) -hold $(SCALE_HOLD) $(SCALE_ARGS)

@@ -128,6 +128,12 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "jimbench:", err)
 		return 2
 	}
+	if o.cfg.Scenario == ScenarioIdle {
+		if err := smallBuffers(); err != nil {
+			fmt.Fprintln(stderr, "jimbench:", err)
+			return 1
+		}
+	}
 	if o.worker {
 		return runWorker(o, os.Stdin, stdout)
 	}
