@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -92,7 +93,11 @@ const (
 )
 
 func (c *conn) isClosed() bool { return c.flags.Load()&flagClosed != 0 }
-func (c *conn) setClosed()     { c.flags.Or(flagClosed) }
+func (c *conn) setClosed() {
+	if c.flags.Or(flagClosed)&flagClosed == 0 {
+		c.loop.srv.closedGen.Add(1)
+	}
+}
 func (c *conn) httpBusy() bool { return c.flags.Load()&flagHTTPBusy != 0 }
 
 func (c *conn) setHTTPBusy(busy bool) {
@@ -381,10 +386,10 @@ func (l *loopState) markDirty(c *conn) {
 // too) from another core.
 type multicastJob struct {
 	m     *codec.Outbound
-	conns *[]*conn
+	conns []*conn // shared by the jobs of one group's messages; never modified
 }
 
-func (l *loopState) multicast(m *codec.Outbound, conns *[]*conn) {
+func (l *loopState) multicast(m *codec.Outbound, conns []*conn) {
 	l.mu.Lock()
 	l.jobs = append(l.jobs, multicastJob{m, conns})
 	now := l.scheduleLocked()
@@ -439,12 +444,17 @@ func (l *loopState) Run(context.Context) error {
 	}
 	done, work := 0, 0
 	for done < len(jobs) && work < passBudget {
-		j := jobs[done]
-		batch = l.fanout(j, batch)
-		work += len(*j.conns)
-		putConnList(j.conns)
-		jobs[done] = multicastJob{}
-		done++
+		// Consecutive messages to the same connections (one group's) are
+		// queued together: each connection is locked once for all of them.
+		list := jobs[done].conns
+		k := done + 1
+		for k < len(jobs) && sameConns(jobs[k].conns, list) && (k-done+1)*len(list) <= passBudget {
+			k++
+		}
+		batch = l.fanout(jobs[done:k], batch)
+		work += (k - done) * len(list)
+		clear(jobs[done:k])
+		done = k
 	}
 	var rest []multicastJob
 	if done < len(jobs) {
@@ -485,42 +495,68 @@ func (l *loopState) Run(context.Context) error {
 // variable only so that tests can make backlogs span passes.
 var passBudget = 100_000
 
-// fanout queues j's message on each of its connections and returns batch
-// with those that were not yet waiting for this pass's flush.
-func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
-	for _, c := range *j.conns {
-		frame := c.frame(j.m)
-		if frame == nil {
-			continue
-		}
-		c.mu.Lock()
-		if c.isClosed() {
-			c.mu.Unlock()
-			continue
-		}
-		if !c.appendLocked(frame) {
-			c.mu.Unlock()
-			c.slow()
-			continue
-		}
-		// queued means "a pass will flush it": this one, so it joins the
-		// batch rather than the loop's dirty list.
-		add := !c.queued
-		c.queued = true
-		full := len(c.out) >= flushEarly
-		c.mu.Unlock()
-		if add {
-			batch = append(batch, c)
-		}
-		if full {
-			// Jobs pile up while the loop is busy; writing a connection's
-			// share as it grows keeps what waits here (which counts
-			// against the outbound cap) from cutting a reader that keeps
-			// up. Its place in the batch then finds nothing left to write.
-			c.flush()
+// fanout queues the messages of jobs, which share one connection list, on
+// each of those connections, and returns batch with those that were not yet
+// waiting for this pass's flush.
+func (l *loopState) fanout(jobs []multicastJob, batch []*conn) []*conn {
+	for _, c := range jobs[0].conns {
+		for next := 0; next < len(jobs); {
+			var add, full, over bool
+			next, add, full, over = c.queueJobs(jobs, next)
+			if over {
+				c.slow()
+				break
+			}
+			if add {
+				batch = append(batch, c)
+			}
+			if full {
+				// Jobs pile up while the loop is busy; writing a
+				// connection's share as it grows keeps what waits here
+				// (which counts against the outbound cap) from cutting a
+				// reader that keeps up. Its place in the batch then finds
+				// nothing left to write.
+				c.flush()
+			}
 		}
 	}
 	return batch
+}
+
+// queueJobs appends the frames of jobs[next:] to c until flushEarly bytes
+// wait, under one lock, and returns where it stopped; add tells that c must
+// join the pass's batch, full that it should be written now, over that it
+// went over its outbound cap (and is now closed).
+func (c *conn) queueJobs(jobs []multicastJob, next int) (stop int, add, full, over bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.isClosed() {
+		return len(jobs), false, false, false
+	}
+	for ; next < len(jobs); next++ {
+		frame := c.frame(jobs[next].m)
+		if frame == nil {
+			return len(jobs), false, false, false
+		}
+		if !c.appendLocked(frame) {
+			return len(jobs), false, false, true
+		}
+		if len(c.out) >= flushEarly {
+			next++
+			full = true
+			break
+		}
+	}
+	// queued means "a pass will flush it": this one, so it joins the
+	// batch rather than the loop's dirty list.
+	add = !c.queued
+	c.queued = true
+	return next, add, full, false
+}
+
+// sameConns reports whether a and b are the same list (not merely equal).
+func sameConns(a, b []*conn) bool {
+	return len(a) == len(b) && unsafe.SliceData(a) == unsafe.SliceData(b)
 }
 
 // flushEarly is how much a pass's fan-out jobs may queue on one connection
@@ -528,18 +564,6 @@ func (l *loopState) fanout(j multicastJob, batch []*conn) []*conn {
 // buffer comes back to the pool (fresh large buffers cost page faults and
 // zeroing per connection), large enough to amortise the write.
 const flushEarly = 16 << 10
-
-// Connection lists of multicast jobs, recycled: a fan-out to a big group
-// would otherwise allocate one per loop per message.
-var connLists = sync.Pool{New: func() any { s := make([]*conn, 0, 256); return &s }}
-
-func getConnList() *[]*conn { return connLists.Get().(*[]*conn) }
-
-func putConnList(p *[]*conn) {
-	clear(*p)
-	*p = (*p)[:0]
-	connLists.Put(p)
-}
 
 // Buffers for queued frames. Most batches are small; big ones are not kept, so
 // a burst does not pin memory for ever.

@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"fmt"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	"jim/codec"
 	"jim/gateway"
@@ -95,5 +97,57 @@ func testGroupMulticast(t *testing.T) {
 		if data(m)["content"] != "last" {
 			t.Fatalf("ws %d: after the burst got %v", i, m)
 		}
+	}
+}
+
+// A member whose connection closes between two messages is reported as
+// refused by the cached fan-out split (so dispatch queues the message
+// offline for it), and the others still get every message.
+func TestGroupMulticastAfterClose(t *testing.T) {
+	s := startServer(t, nil)
+	const n = 10
+	cs := make([]*tcpClient, n)
+	for i := range cs {
+		c := dialTCP(t, s.Addr)
+		c.login("u" + strconv.Itoa(i))
+		c.send(codec.CmdJoinGroupReq, `{"group_id":"g"}`)
+		c.expect(codec.CmdJoinGroupNotify)
+		cs[i] = c
+	}
+	say := func(text string) {
+		cs[0].send(codec.CmdChatReq, `{"chatType":1,"group_id":"g","msgType":0,"content":"`+text+`"}`)
+	}
+	readChat := func(c *tcpClient) string {
+		for {
+			cmd, m := c.read()
+			if cmd == codec.CmdChatReq {
+				return data(m)["content"].(string)
+			}
+		}
+	}
+	say("a")
+	for _, c := range cs {
+		if got := readChat(c); got != "a" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	cs[n-1].c.Close()
+	// The server sees the close asynchronously; wait until it is offline.
+	deadline := time.Now().Add(5 * time.Second)
+	for s.D.Online("u"+strconv.Itoa(n-1)) && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	say("b")
+	for _, c := range cs[:n-1] {
+		if got := readChat(c); got != "b" {
+			t.Fatalf("got %q", got)
+		}
+	}
+	back := dialTCP(t, s.Addr)
+	back.login("u" + strconv.Itoa(n-1))
+	back.send(codec.CmdGetMessageReq, `{"type":0,"userId":"u`+strconv.Itoa(n-1)+`"}`)
+	m := back.expect(codec.CmdGetMessageResp)
+	if !strings.Contains(fmt.Sprint(m), "content:b") {
+		t.Fatalf("offline messages of the member that left: %v", m)
 	}
 }

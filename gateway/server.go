@@ -62,6 +62,11 @@ type Server struct {
 
 	tls    *serverTLS // nil without a certificate
 	tlsErr error      // why the certificate did not load; Serve returns it
+
+	// closedGen counts connections marked closed; cached fan-out splits
+	// made before the last close are rebuilt (see SendMany).
+	closedGen atomic.Uint64
+	splits    splitCache
 }
 
 // New builds a server; Serve starts it. A TLS certificate that does not load
