@@ -45,6 +45,10 @@ type BadgerOptions struct {
 	// DedupTTL is how long a sender's client message id is remembered for
 	// de-duplication (default 24 hours).
 	DedupTTL time.Duration
+	// DedupIndexMax bounds the in-memory index of de-duplication records
+	// (default 1<<21 entries, about 27 bytes each); older records are
+	// moved to per-message keys (see badger_dedupidx.go).
+	DedupIndexMax int
 	// MaxBatch caps the requests of one group commit (default 4096).
 	MaxBatch int
 	// QueueLen is the length of the write queue (default 16384); a full
@@ -68,6 +72,9 @@ func (o *BadgerOptions) defaults() {
 	if o.DedupTTL <= 0 {
 		o.DedupTTL = 24 * time.Hour
 	}
+	if o.DedupIndexMax <= 0 {
+		o.DedupIndexMax = 1 << 21
+	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 4096
 	}
@@ -79,51 +86,59 @@ func (o *BadgerOptions) defaults() {
 	}
 }
 
-// Caches of the write path. Both are bounded and only ever hold state that
-// is also committed to the database, so dropping them is always safe.
+// Caches of the write path, both bounded.
 const (
-	seqCacheMax   = 1 << 20 // conversations whose last seq is cached
-	dedupCacheMax = 1 << 18 // recent client ids
+	seqCacheMax = 1 << 20 // conversations whose last seq is cached
+	// Recent client ids with their acks (at least 2 × MaxBatch, so that a
+	// resend within one batch is always among them).
+	dedupCacheMax = 1 << 15
 )
 
 // Badger is the durable Store on an embedded Badger database.
 //
 // Every mutation goes through one writer goroutine: it takes everything
-// queued (up to MaxBatch), assigns ids and sequence numbers, commits the
-// batch in one transaction and hands it to the syncer, which calls DB.Sync
-// and only then wakes the waiting callers. While one batch syncs, the writer
-// commits the next, and the syncer covers every batch committed before its
-// Sync started with that one Sync. An error in a commit or a sync fails every
-// waiter of the batch and puts the store in a failed state (every later write
-// fails too): after a failed fsync nothing can be promised about what is on
-// disk.
+// queued (up to MaxBatch), assigns ids and sequence numbers and prepares the
+// batch's keys and values; a committer goroutine commits prepared batches in
+// order, one transaction each, and hands them to the syncer, which calls
+// DB.Sync and only then wakes the waiting callers. The three overlap: while
+// batch N syncs, N+1 commits and N+2 is prepared, and one Sync covers every
+// batch committed before it started. A batch is committed only after the
+// one before it committed. An error in a commit or a sync fails every
+// waiter of the batch and puts the store in a failed state (every later
+// write fails too, nothing later is committed): after a failed fsync
+// nothing can be promised about what is on disk.
 type Badger struct {
 	db   *badger.DB
 	opts BadgerOptions
 	log  *slog.Logger
 	dir  string
 
-	closeMu sync.RWMutex
-	closed  bool
-	reqs    chan *wreq
-	commits chan []*wreq
-	wdone   chan struct{}
-	sdone   chan struct{}
-	quit    chan struct{}
-	bg      sync.WaitGroup
+	closeMu  sync.RWMutex
+	closed   bool
+	reqs     chan *wreq
+	prepared chan *wbatch
+	commits  chan []*wreq
+	handled  chan struct{} // a token after each batch the committer is done with
+	wdone    chan struct{}
+	sdone    chan struct{}
+	quit     chan struct{}
+	bg       sync.WaitGroup
 
-	broken    atomic.Pointer[error]
-	commitGen atomic.Uint64 // batches committed
+	broken     atomic.Pointer[error]
+	commitGen  atomic.Uint64 // last batch committed
+	handledGen atomic.Uint64 // last batch the committer is done with
 
 	idPrefix [8]byte
 
 	// Writer-owned state.
+	nextGen      uint64 // last batch prepared
 	gseq         uint64
 	seqs         map[string]uint64
-	dedup        map[string]dedupEntry
-	dedupRing    []string
-	dedupNext    int
-	dedupEvicted uint64 // highest commit generation evicted from dedup
+	recent       *recentDedup
+	dedupEvicted uint64 // highest batch whose spilled dedup records left didx
+	didx         *dedupIndex
+
+	dedupF *dedupFilter // every stored dedup record, probabilistically
 
 	// Group member cache: gid -> members, copy-on-write slices.
 	gmu     sync.RWMutex
@@ -132,11 +147,6 @@ type Badger struct {
 	// Fault injection for tests.
 	commitFn func(*badger.Txn) error
 	syncFn   func() error
-}
-
-type dedupEntry struct {
-	ack Ack
-	gen uint64
 }
 
 type wkind uint8
@@ -159,6 +169,8 @@ type wreq struct {
 	gid   string
 	uid   string
 	gen0  uint64 // commit generation seen before the caller's dedup pre-check
+	dk    []byte // wAppend with a client id: its dedup key
+	dh    uint64 // and the key's dedupFilter hash
 	ack   Ack
 	err   error
 	done  chan struct{}
@@ -212,18 +224,21 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 		return nil, fmt.Errorf("storage: opening data directory %s: %w", dir, err)
 	}
 	b := &Badger{
-		db:      db,
-		opts:    opts,
-		log:     opts.Logger,
-		dir:     dir,
-		reqs:    make(chan *wreq, opts.QueueLen),
-		commits: make(chan []*wreq, 4),
-		wdone:   make(chan struct{}),
-		sdone:   make(chan struct{}),
-		quit:    make(chan struct{}),
-		seqs:    make(map[string]uint64),
-		dedup:   make(map[string]dedupEntry),
-		members: make(map[string][]string),
+		db:       db,
+		opts:     opts,
+		log:      opts.Logger,
+		dir:      dir,
+		reqs:     make(chan *wreq, opts.QueueLen),
+		prepared: make(chan *wbatch, 1),
+		commits:  make(chan []*wreq, 4),
+		handled:  make(chan struct{}, 1),
+		wdone:    make(chan struct{}),
+		sdone:    make(chan struct{}),
+		quit:     make(chan struct{}),
+		seqs:     make(map[string]uint64),
+		recent:   newRecentDedup(max(dedupCacheMax, 2*opts.MaxBatch)),
+		members:  make(map[string][]string),
+		dedupF:   newDedupFilter(opts.DedupTTL),
 	}
 	b.commitFn = func(t *badger.Txn) error { return t.Commit() }
 	b.syncFn = db.Sync
@@ -231,9 +246,16 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 		db.Close()
 		return nil, err
 	}
+	b.didx = newDedupIndex()
+	if err := b.loadDedupIndex(); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("storage: loading de-duplication records: %w", err)
+	}
 	go b.writer()
+	go b.committer()
 	go b.syncer()
-	b.bg.Add(2)
+	b.bg.Add(3)
+	go b.rebuildDedupFilter()
 	go b.retentionLoop()
 	go b.gcLoop()
 	return b, nil
@@ -421,11 +443,16 @@ func (b *Badger) appendReq(msg *Message, offline []string) (*wreq, error) {
 	}
 	r := &wreq{kind: wAppend, msg: msg.Clone(), users: offline}
 	if msg.ClientID != "" {
-		// Most client ids are new; looking them up here, in the caller's
-		// goroutine, keeps that read off the single writer. The writer then
-		// only checks what was committed since (see dedupLookup).
+		// The per-message d/ records (spilled or from older versions) are
+		// looked up here, in the caller's goroutine, to keep those reads
+		// off the single writer; dedupFilter makes the common case (a new
+		// client id) a memory lookup. The writer checks the batched
+		// records (recent, didx) and, if a spill left didx since gen0, the
+		// d/ record again.
 		r.gen0 = b.commitGen.Load()
-		a, ok, err := b.lookupDedup(msg.From, msg.ClientID)
+		r.dk = dedupKey(msg.From, msg.ClientID)
+		r.dh = b.dedupF.hash(r.dk)
+		a, ok, err := b.lookupDedup(r.dk, r.dh)
 		if err != nil {
 			return nil, err
 		}
@@ -475,12 +502,17 @@ func (b *Badger) Append(ctx context.Context, msg *Message, offline []string) (Ac
 	return r.ack, nil
 }
 
-func (b *Badger) lookupDedup(from, clientID string) (Ack, bool, error) {
+// lookupDedup reads the dedup record with key dk (dedupFilter hash dh),
+// unless the filter knows there is none.
+func (b *Badger) lookupDedup(dk []byte, dh uint64) (Ack, bool, error) {
+	if b.dedupF.ready.Load() && !b.dedupF.mayContain(dh) {
+		return Ack{}, false, nil
+	}
 	var a Ack
 	var found bool
 	err := b.db.View(func(txn *badger.Txn) error {
 		var err error
-		a, found, err = getDedup(txn, from, clientID)
+		a, found, err = getDedup(txn, dk)
 		return err
 	})
 	if errors.Is(err, badger.ErrDBClosed) {
@@ -489,8 +521,8 @@ func (b *Badger) lookupDedup(from, clientID string) (Ack, bool, error) {
 	return a, found, err
 }
 
-func getDedup(txn *badger.Txn, from, clientID string) (Ack, bool, error) {
-	it, err := txn.Get(dedupKey(from, clientID))
+func getDedup(txn *badger.Txn, dk []byte) (Ack, bool, error) {
+	it, err := txn.Get(dk)
 	if errors.Is(err, badger.ErrKeyNotFound) {
 		return Ack{}, false, nil
 	}
@@ -562,10 +594,12 @@ func (b *Badger) Close() error {
 	return b.db.Close()
 }
 
-// writer is the single write point.
+// writer is the single write point: it takes everything queued (up to
+// MaxBatch), assigns ids and seqs and prepares the batch's keys and values,
+// then hands the batch to the committer and goes on with the next one.
 func (b *Badger) writer() {
 	defer close(b.wdone)
-	defer close(b.commits)
+	defer close(b.prepared)
 	for {
 		r, ok := <-b.reqs
 		if !ok {
@@ -585,8 +619,31 @@ func (b *Badger) writer() {
 				break fill
 			}
 		}
-		b.apply(batch)
-		b.commits <- batch
+		b.prepared <- b.prepare(batch)
+	}
+}
+
+// committer commits prepared batches in order, one at a time, and hands
+// them to the syncer. A batch is committed only after every earlier one
+// was; after a failed commit nothing more is committed.
+func (b *Badger) committer() {
+	defer close(b.commits)
+	for p := range b.prepared {
+		b.commitBatch(p)
+		b.handledGen.Store(p.gen)
+		select {
+		case b.handled <- struct{}{}:
+		default:
+		}
+		b.commits <- p.reqs
+	}
+}
+
+// waitHandled waits until the committer is done with every batch up to
+// generation gen, so that a read sees everything the writer assigned.
+func (b *Badger) waitHandled(gen uint64) {
+	for b.handledGen.Load() < gen {
+		<-b.handled
 	}
 }
 
@@ -625,60 +682,71 @@ func (b *Badger) syncer() {
 	}
 }
 
+// wop is one prepared write: a set (with an expiry, 0 for none) or a
+// delete.
+type wop struct {
+	key, val []byte
+	exp      uint64
+	del      bool
+}
+
+// wbatch is a batch as the writer prepared it for the committer.
+type wbatch struct {
+	gen   uint64 // its commit generation
+	reqs  []*wreq
+	ops   []wop
+	gseq  uint64 // the global message counter after the batch
+	cache []cacheOp
+	err   error // set when nothing is to be committed
+}
+
 // txnWriter commits one batch, splitting it into several transactions when
 // it outgrows one; all of them commit before the batch's sync, so no waiter
 // is acked for a partly written batch. A message's own key comes before its
 // offline references and its dedup record, so a crash between two parts
 // can cause a later retry to be stored again, never an ack without the
 // message. A conversation's last seq is its last message key, so the
-// message and its seq are one entry; the global message counter is written
-// with every transaction.
+// message and its seq are one entry; the global message counter (the
+// batch's final value, never less than any id in the transaction) is
+// written with every transaction.
 type txnWriter struct {
-	b   *Badger
-	txn *badger.Txn
-	buf []byte
-	err error
+	b    *Badger
+	txn  *badger.Txn
+	gseq uint64
+	err  error
 }
 
-func (w *txnWriter) set(e *badger.Entry) {
+func (w *txnWriter) do(op *wop) {
 	if w.err != nil {
 		return
 	}
-	err := w.txn.SetEntry(e)
+	try := func() error {
+		if op.del {
+			return w.txn.Delete(op.key)
+		}
+		e := badger.NewEntry(op.key, op.val)
+		e.ExpiresAt = op.exp
+		return w.txn.SetEntry(e)
+	}
+	err := try()
 	if errors.Is(err, badger.ErrTxnTooBig) {
 		if w.commit(); w.err != nil {
 			return
 		}
-		err = w.txn.SetEntry(e)
+		err = try()
 	}
 	if err != nil {
 		w.err = err
 	}
 }
 
-func (w *txnWriter) del(k []byte) {
-	if w.err != nil {
-		return
-	}
-	err := w.txn.Delete(k)
-	if errors.Is(err, badger.ErrTxnTooBig) {
-		if w.commit(); w.err != nil {
-			return
-		}
-		err = w.txn.Delete(k)
-	}
-	if err != nil {
-		w.err = err
-	}
-}
-
-// commit commits the current transaction (with the counters) and starts a
+// commit commits the current transaction (with the counter) and starts a
 // new one.
 func (w *txnWriter) commit() {
 	if w.err != nil {
 		return
 	}
-	if err := w.txn.Set(keyGSeq, binary.BigEndian.AppendUint64(nil, w.b.gseq)); err != nil {
+	if err := w.txn.Set(keyGSeq, binary.BigEndian.AppendUint64(nil, w.gseq)); err != nil {
 		w.err = err
 		return
 	}
@@ -694,40 +762,85 @@ type cacheOp struct {
 	gid, uid string
 }
 
-// apply commits batch, setting each request's ack or error.
-func (b *Badger) apply(batch []*wreq) {
-	if err := b.failed(); err != nil {
-		for _, r := range batch {
-			r.err = err
+// commitBatch commits p; on failure every request of p gets the error.
+func (b *Badger) commitBatch(p *wbatch) {
+	err := p.err
+	if err == nil {
+		err = b.failed()
+	}
+	if err == nil {
+		// Even a batch without writes commits (the counter): a batch of
+		// duplicates still waits for a sync, which must not run on a
+		// database that can no longer commit.
+		w := &txnWriter{b: b, txn: b.db.NewTransaction(true), gseq: p.gseq}
+		for i := range p.ops {
+			w.do(&p.ops[i])
+		}
+		w.commit()
+		w.txn.Discard()
+		if w.err != nil {
+			err = b.fail(fmt.Errorf("commit: %w", w.err))
+		}
+	}
+	if err != nil {
+		for _, r := range p.reqs {
+			if r.err == nil {
+				r.err = err
+			}
 		}
 		return
 	}
-	gen := b.commitGen.Load() + 1
-	w := &txnWriter{b: b, txn: b.db.NewTransaction(true)}
-	defer func() { w.txn.Discard() }()
+	b.commitGen.Store(p.gen)
+	b.applyCache(p.cache)
+}
+
+// prepare assigns ids and seqs to batch and builds its writes, setting
+// each request's ack or error. Reads of the database (a conversation's
+// last seq, an old dedup record) first wait for the committer to catch up.
+func (b *Badger) prepare(batch []*wreq) *wbatch {
+	b.nextGen++
+	p := &wbatch{reqs: batch, gen: b.nextGen}
+	if err := b.failed(); err != nil {
+		p.err = err
+		return p
+	}
 	var rtxn *badger.Txn // for lazy reads of counters and old dedup entries
 	read := func() *badger.Txn {
 		if rtxn == nil {
+			b.waitHandled(p.gen - 1)
 			rtxn = b.db.NewTransaction(false)
 		}
 		return rtxn
 	}
-	var ops []cacheOp
+	now := time.Now()
+	dedupExp := uint64(now.Add(b.opts.DedupTTL).Unix())
+	// The batch's dedup records: one entry, and one index record.
+	var drec dedupRec
+	var dval []byte
+	var dgseqs []uint64
+	ops := make([]wop, 0, len(batch)+2)
+	// Message keys and values are cut from one buffer per batch: they
+	// are only read (by the commit) after this.
+	arena := make([]byte, 0, 256*len(batch))
+	cut := func(start int) []byte { return arena[start:len(arena):len(arena)] }
 	for _, r := range batch {
 		switch r.kind {
 		case wDup:
 		case wAppend:
 			m := r.msg
-			var dk []byte
-			if m.ClientID != "" {
-				dk = dedupKey(m.From, m.ClientID)
-				if e, ok := b.dedup[string(dk)]; ok {
-					r.ack = e.ack
+			dk := r.dk
+			if dk != nil {
+				if a, ok := b.recent.get(r.dh, dk); ok {
+					r.ack = a
 					r.ack.Duplicate = true
 					continue
 				}
+				if a, ok, err := b.indexedDedup(read, r.dh, dk); err != nil || ok {
+					r.ack, r.err = a, err
+					continue
+				}
 				if r.gen0 < b.dedupEvicted {
-					a, ok, err := getDedup(read(), m.From, m.ClientID)
+					a, ok, err := getDedup(read(), dk)
 					if err != nil {
 						r.err = err
 						continue
@@ -747,18 +860,27 @@ func (b *Badger) apply(batch []*wreq) {
 			b.seqs[m.Conv] = seq
 			b.gseq++
 			m.ID, m.Seq = makeID(b.idPrefix, b.gseq), seq
-			w.buf = encodeMsg(w.buf[:0], m)
-			w.set(badger.NewEntry(msgKey(m.Conv, seq), bytes.Clone(w.buf)))
+			k0 := len(arena)
+			arena = binary.BigEndian.AppendUint64(appendPart(append(arena, pfxMsg...), m.Conv), seq)
+			key := cut(k0)
+			v0 := len(arena)
+			arena = encodeMsg(arena, m)
+			ops = append(ops, wop{key: key, val: cut(v0)})
 			if len(r.users) > 0 {
 				ref := encodeOffRef(nil, m)
 				for _, u := range r.users {
-					w.set(badger.NewEntry(offKey(u, b.gseq), ref))
+					ops = append(ops, wop{key: offKey(u, b.gseq), val: ref})
 				}
 			}
 			r.ack = Ack{ID: m.ID, Seq: seq}
 			if dk != nil {
-				w.set(badger.NewEntry(dk, encodeAck(r.ack)).WithTTL(b.opts.DedupTTL))
-				b.rememberDedup(string(dk), r.ack, gen)
+				if dval == nil {
+					drec.gseq0 = b.gseq
+				}
+				dval = appendDedupItem(dval, drec.gseq0, dedupItem{m.From, m.ClientID, seq, b.gseq})
+				drec.hs = append(drec.hs, r.dh)
+				dgseqs = append(dgseqs, b.gseq)
+				b.recent.put(r.dh, dk, r.ack)
 			}
 		case wQueue:
 			for _, m := range r.msgs {
@@ -766,40 +888,58 @@ func (b *Badger) apply(batch []*wreq) {
 				if !ok {
 					continue
 				}
-				w.set(badger.NewEntry(offKey(r.users[0], g), encodeOffRef(nil, m)))
+				ops = append(ops, wop{key: offKey(r.users[0], g), val: encodeOffRef(nil, m)})
 			}
 		case wAckOff:
 			for _, m := range r.msgs {
 				if g, ok := gseqOfID(b.idPrefix, m.ID); ok {
-					w.del(offKey(r.users[0], g))
+					ops = append(ops, wop{key: offKey(r.users[0], g), del: true})
 				}
 			}
 		case wJoin:
-			w.set(badger.NewEntry(groupKey(r.gid, r.uid), nil))
-			w.set(badger.NewEntry(byUserKey(r.uid, r.gid), nil))
-			ops = append(ops, cacheOp{true, r.gid, r.uid})
+			ops = append(ops, wop{key: groupKey(r.gid, r.uid)}, wop{key: byUserKey(r.uid, r.gid)})
+			p.cache = append(p.cache, cacheOp{true, r.gid, r.uid})
 		case wLeave:
-			w.del(groupKey(r.gid, r.uid))
-			w.del(byUserKey(r.uid, r.gid))
-			ops = append(ops, cacheOp{false, r.gid, r.uid})
+			ops = append(ops, wop{key: groupKey(r.gid, r.uid), del: true}, wop{key: byUserKey(r.uid, r.gid), del: true})
+			p.cache = append(p.cache, cacheOp{false, r.gid, r.uid})
 		}
 	}
 	if rtxn != nil {
 		rtxn.Discard()
 	}
-	w.commit()
-	if w.err != nil {
-		err := b.fail(fmt.Errorf("commit: %w", w.err))
-		for _, r := range batch {
-			r.err = err
-		}
-		return
+	if dval != nil {
+		// After the messages: a crash between two transactions of the
+		// batch can lose the records, never keep a record without its
+		// message.
+		ops = append(ops, wop{key: dedupBatchKey(drec.gseq0), val: dval, exp: dedupExp})
+		drec.end, drec.exp, drec.gen = b.gseq+1, dedupExp, p.gen
+		b.didx.addRec(drec, dgseqs)
 	}
-	b.commitGen.Store(gen)
+	b.dedupF.prune(now)
+	ops = b.dedupMaintain(p, now, ops)
 	if len(b.seqs) > seqCacheMax {
-		clear(b.seqs) // everything in it is committed; reloaded on demand
+		// Everything in it is assigned; reloaded on demand, after the
+		// committer caught up.
+		clear(b.seqs)
 	}
-	b.applyCache(ops)
+	p.ops, p.gseq = ops, b.gseq
+	return p
+}
+
+// indexedDedup looks dk (hash dh) up in didx and confirms a hit in the
+// database.
+func (b *Badger) indexedDedup(read func() *badger.Txn, dh uint64, dk []byte) (Ack, bool, error) {
+	g, more, ok := b.didx.find(dh)
+	if !ok {
+		return Ack{}, false, nil
+	}
+	for _, g := range append([]uint64{g}, more...) {
+		a, ok, err := b.readDedupBatch(read(), g, dk)
+		if err != nil || ok {
+			return a, ok, err
+		}
+	}
+	return Ack{}, false, nil
 }
 
 // lastSeq returns conv's last assigned seq, from the writer's cache or the
@@ -841,21 +981,6 @@ func storedLastSeq(txn *badger.Txn, conv string) (uint64, error) {
 		}
 	}
 	return s, nil
-}
-
-func (b *Badger) rememberDedup(key string, a Ack, gen uint64) {
-	if len(b.dedupRing) < dedupCacheMax {
-		b.dedupRing = append(b.dedupRing, key)
-	} else {
-		old := b.dedupRing[b.dedupNext]
-		if e, ok := b.dedup[old]; ok {
-			b.dedupEvicted = max(b.dedupEvicted, e.gen)
-			delete(b.dedup, old)
-		}
-		b.dedupRing[b.dedupNext] = key
-		b.dedupNext = (b.dedupNext + 1) % dedupCacheMax
-	}
-	b.dedup[key] = dedupEntry{ack: a, gen: gen}
 }
 
 func (b *Badger) applyCache(ops []cacheOp) {

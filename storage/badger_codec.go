@@ -18,7 +18,9 @@ import (
 //	m/<conv>/<seq:8 BE>            message
 //	s/<conv>                       last seq of conv (uint64 BE)
 //	o/<user>/<gseq:8 BE>           offline reference (user's queue, oldest first)
-//	d/<from>/<clientId>            dedup ack, with a TTL
+//	d/<from>/<clientId>            dedup ack, with a TTL (spilled from D/, or written by older versions)
+//	D/<gseq:8 BE>                  the dedup records of one batch, with a TTL (badger_dedupidx.go)
+//	S                              gseq key of the last D/ entry spilled to d/ (uint64 BE)
 //	g/<gid>/<uid>                  membership, by group
 //	u/<uid>/<gid>                  membership, by user
 var (
