@@ -46,7 +46,7 @@ type BadgerOptions struct {
 	// de-duplication (default 24 hours).
 	DedupTTL time.Duration
 	// DedupIndexMax bounds the in-memory index of de-duplication records
-	// (default 1<<21 entries, about 27 bytes each); older records are
+	// (default 1<<20 entries, 30–50 bytes each); older records are
 	// moved to per-message keys (see badger_dedupidx.go).
 	DedupIndexMax int
 	// MaxBatch caps the requests of one group commit (default 4096).
@@ -73,7 +73,7 @@ func (o *BadgerOptions) defaults() {
 		o.DedupTTL = 24 * time.Hour
 	}
 	if o.DedupIndexMax <= 0 {
-		o.DedupIndexMax = 1 << 21
+		o.DedupIndexMax = 1 << 20
 	}
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 4096

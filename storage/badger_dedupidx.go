@@ -21,8 +21,8 @@ import (
 // collision is never taken for a duplicate), a miss means "new" unless the
 // record was spilled (below).
 //
-// The index is bounded (BadgerOptions.DedupIndexMax entries, ~27 bytes
-// each). When it is full, the oldest batch entry is spilled: its records
+// The index is bounded (BadgerOptions.DedupIndexMax entries, 30–50 bytes
+// each with the map's overhead). When it is full, the oldest batch entry is spilled: its records
 // are rewritten as per-message d/<from>/<clientId> keys (the layout the
 // store always had, found by the senders' pre-check through dedupFilter),
 // the S key records the last spilled batch, and its hashes leave the index
