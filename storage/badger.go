@@ -134,6 +134,7 @@ type Badger struct {
 	nextGen      uint64 // last batch prepared
 	gseq         uint64
 	seqs         map[string]uint64
+	seqsCleared  uint64 // last batch prepared before seqs was cleared
 	recent       *recentDedup
 	dedupEvicted uint64 // highest batch whose spilled dedup records left didx
 	didx         *dedupIndex
@@ -804,14 +805,24 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 		p.err = err
 		return p
 	}
-	var rtxn *badger.Txn // for lazy reads of counters and old dedup entries
-	read := func() *badger.Txn {
-		if rtxn == nil {
-			b.waitHandled(p.gen - 1)
-			rtxn = b.db.NewTransaction(false)
+	// Lazy reads of counters and old dedup entries. A dedup read waits
+	// until every earlier batch is committed. A conversation's last seq
+	// can only be in an uncommitted batch if the seq cache was cleared
+	// since that batch was prepared, so its read waits for less.
+	var rtxn *badger.Txn
+	var rgen uint64 // batches the read transaction sees
+	readAfter := func(gen uint64) *badger.Txn {
+		if rtxn == nil || rgen < gen {
+			b.waitHandled(gen)
+			if rtxn != nil {
+				rtxn.Discard()
+			}
+			rtxn, rgen = b.db.NewTransaction(false), gen
 		}
 		return rtxn
 	}
+	read := func() *badger.Txn { return readAfter(p.gen - 1) }
+	readSeq := func() *badger.Txn { return readAfter(b.seqsCleared) }
 	now := time.Now()
 	dedupExp := uint64(now.Add(b.opts.DedupTTL).Unix())
 	// The batch's dedup records: one entry, and one index record.
@@ -851,7 +862,7 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 					}
 				}
 			}
-			seq, err := b.lastSeq(read, m.Conv)
+			seq, err := b.lastSeq(readSeq, m.Conv)
 			if err != nil {
 				r.err = err
 				continue
@@ -921,6 +932,7 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 		// Everything in it is assigned; reloaded on demand, after the
 		// committer caught up.
 		clear(b.seqs)
+		b.seqsCleared = p.gen
 	}
 	p.ops, p.gseq = ops, b.gseq
 	return p
