@@ -40,6 +40,7 @@ type client struct {
 	wmu     sync.Mutex // netpoll's Writer is not safe for concurrent use
 	state   atomic.Int32
 	settled atomic.Bool // counted as established or failed, exactly once
+	pending atomic.Bool // holds a place among the runner's pending logins
 	dead    atomic.Bool
 	ours    atomic.Bool // closed by this side (protocol error, refused login)
 	lost    atomic.Bool // counted as disconnected, at most once

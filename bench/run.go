@@ -227,6 +227,7 @@ type runner struct {
 	errMu                           sync.Mutex
 	errKinds                        map[string]int64
 	firstLoginErr, firstDialErr     string
+	pendingLogins                   chan struct{} // one token per login sent and not yet answered
 	loginRefused                    atomic.Bool
 	runStart, runEnd                time.Time
 	connectDur                      time.Duration
@@ -248,6 +249,7 @@ func (r *runner) settleFailed(c *client, kind, msg string) {
 	if c != nil && !c.settled.CompareAndSwap(false, true) {
 		return
 	}
+	r.loginDone(c)
 	r.failed.Add(1)
 	r.fail(kind, nil)
 	r.errMu.Lock()
@@ -270,6 +272,7 @@ func (r *runner) loggedIn(c *client) {
 	if !c.settled.CompareAndSwap(false, true) {
 		return
 	}
+	r.loginDone(c)
 	if r.cfg.Scenario == ScenarioGroup {
 		var scratch []byte
 		body := `{"cmd":7,"groupId":"` + r.cfg.groupName(c.idx) + `"}`
@@ -512,6 +515,20 @@ func (r *runner) newClients() {
 	}
 }
 
+// maxPendingLogins bounds the logins a process has sent and not seen
+// answered. Dialling only paces the sends; a server that falls behind would
+// otherwise collect an ever longer queue of logins, until the oldest pass
+// its login deadline and are dropped. With the bound, the connect rate
+// settles at what the server sustains.
+const maxPendingLogins = 256
+
+// loginDone frees c's place among the pending logins, if it held one.
+func (r *runner) loginDone(c *client) {
+	if c != nil && c.pending.CompareAndSwap(true, false) {
+		<-r.pendingLogins
+	}
+}
+
 // connect dials this process's users at its share of ConnectRate from a
 // bounded pool of dialling goroutines, and returns once every user has
 // logged in or failed, or ConnectTimeout has passed.
@@ -520,6 +537,7 @@ func (r *runner) connect(ctx context.Context) {
 	n := len(r.clients)
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
+	r.pendingLogins = make(chan struct{}, maxPendingLogins)
 
 	jobs := make(chan *client, 1024)
 	var wg sync.WaitGroup
@@ -571,6 +589,12 @@ feed:
 func (r *runner) dialOne(ctx context.Context, c *client) {
 	if ctx.Err() != nil {
 		return // settled as a timeout by connect
+	}
+	select {
+	case r.pendingLogins <- struct{}{}:
+		c.pending.Store(true)
+	case <-ctx.Done():
+		return
 	}
 	dst, src := r.cfg.route(c.idx)
 	conn, err := dialConn(ctx, src, dst, r.cfg.ConnectTimeout)

@@ -90,9 +90,9 @@ func run() int {
 	fs.IntVar(&c.nodes, "nodes", 0, "jimd processes (0: enough for -per-node connections each)")
 	fs.IntVar(&c.perNode, "per-node", 18000, "planned connections per jimd when -nodes is 0 (the file limit is 20,000 per process)")
 	fs.DurationVar(&c.hold, "hold", 5*time.Minute, "how long the connections are held, with heartbeats")
-	fs.IntVar(&c.connectRate, "connect-rate", 5000, "new connections per second, all jimbench workers together")
-	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "limit on jimbench's connect-and-login phase (0: twice conns/connect-rate plus a minute)")
-	fs.DurationVar(&c.heartbeat, "heartbeat", 3*time.Minute, "heartbeat interval per connection; jimd's -heartbeat-timeout is set to twice this plus a minute")
+	fs.IntVar(&c.connectRate, "connect-rate", 5000, "new connections per second, all jimbench workers together (jimbench also caps logins in flight, so the rate settles at what the servers sustain)")
+	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "limit on jimbench's connect-and-login phase (0: conns/1500 seconds plus two minutes)")
+	fs.DurationVar(&c.heartbeat, "heartbeat", 5*time.Minute, "heartbeat interval per connection; jimd's -heartbeat-timeout is set to twice this plus a minute")
 	fs.IntVar(&c.port, "port", 9600, "the port every jimd listens on")
 	fs.IntVar(&c.natsPort, "nats-port", 4300, "the NATS server's port")
 	fs.StringVar(&c.srcIPs, "src-ips", "", "jimbench source addresses (empty: 127.0.1.1 up, one per 10,000 connections and destination)")
@@ -101,7 +101,7 @@ func run() int {
 	fs.StringVar(&c.bin, "bin", "./bin", "directory holding jimd and jimbench")
 	fs.StringVar(&c.out, "out", "", "results directory (empty: $TMPDIR/jim-scale/<time>)")
 	fs.IntVar(&c.eventLoops, "event-loops", 1, "gnet event loops per jimd (0: one per CPU)")
-	fs.StringVar(&c.jimdGOGC, "jimd-gogc", "", "GOGC for the jimd processes (empty: Go's default)")
+	fs.StringVar(&c.jimdGOGC, "jimd-gogc", "50", "GOGC for the jimd processes (empty: Go's default, 100); 50 keeps the collector's headroom on 56 heaps to about half")
 	fs.StringVar(&c.jimdMemLimit, "jimd-memlimit", "", "GOMEMLIMIT for the jimd processes (empty: none)")
 	fs.BoolVar(&c.sysctl, "sysctl", true, "try to apply the kernel settings the run needs (and restore them at the end)")
 	fs.DurationVar(&c.deadline, "deadline", 0, "kill everything and fail after this long (0: derived from the plan)")
@@ -123,7 +123,7 @@ func run() int {
 		c.nodes = (c.conns + c.perNode - 1) / c.perNode
 	}
 	if c.connectTimeout <= 0 {
-		c.connectTimeout = 2*time.Duration(float64(c.conns)/float64(c.connectRate)*float64(time.Second)) + time.Minute
+		c.connectTimeout = time.Duration(float64(c.conns)/1500*float64(time.Second)) + 2*time.Minute
 	}
 	if c.deadline <= 0 {
 		c.deadline = c.connectTimeout + c.hold + 8*time.Minute
@@ -809,6 +809,12 @@ func (s *scaler) memSnapshot() memSnap {
 
 // withPSS adds the PSS sums to m.
 func (s *scaler) withPSS(m memSnap) memSnap {
+	t0 := time.Now()
+	defer func() {
+		if d := time.Since(t0); d > time.Second {
+			s.logf("reading PSS took %v", d)
+		}
+	}()
 	for _, p := range s.jimds {
 		m.JimdPSS += pss(p.cmd.Process.Pid)
 	}
@@ -938,6 +944,12 @@ func groupPIDs(pgid int) []int {
 
 // nodeConns counts each jimd's open descriptors, nearly all connections.
 func (s *scaler) nodeConns() []int {
+	t0 := time.Now()
+	defer func() {
+		if d := time.Since(t0); d > time.Second {
+			s.logf("counting descriptors took %v", d)
+		}
+	}()
 	out := make([]int, len(s.jimds))
 	for i, p := range s.jimds {
 		d, err := os.Open(fmt.Sprintf("/proc/%d/fd", p.cmd.Process.Pid))
