@@ -6,7 +6,6 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
-	"time"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
@@ -337,23 +336,7 @@ type loopState struct {
 	jobs      []multicastJob // fan-outs to run on the loop (see Server.SendMany)
 	spareJobs []multicastJob
 	scheduled bool
-	// holdUntil delays the next pass after a large one (see Run); timer
-	// starts it then. Both are guarded by mu.
-	holdUntil time.Time
-	timer     *time.Timer
 }
-
-// Coalescing of large passes. A loopback write costs about 10 µs whatever
-// it carries, so a fan-out to thousands of connections is bounded by the
-// number of writes, not bytes. After a pass over at least holdMinConns
-// connections the loop waits as long as the pass took (at most holdMax)
-// before the next one: the writes then take at most half of the loop's time,
-// and every write carries what arrived meanwhile instead of one message
-// each. Small passes (a chat reply, a private message) never wait.
-const (
-	holdMinConns = 256
-	holdMax      = 250 * time.Millisecond
-)
 
 func (l *loopState) add(c *conn) {
 	l.connsMu.Lock()
@@ -399,24 +382,18 @@ func (l *loopState) multicast(m *codec.Outbound, conns []*conn) {
 	}
 }
 
-// scheduleLocked arranges for a pass, at once (it returns true, and the
-// caller calls execute after unlocking) or when the hold of the last large
-// pass ends. l.mu is held.
+// scheduleLocked arranges for a pass: it returns true when the caller must
+// call execute after unlocking. l.mu is held.
+//
+// A loop that is busy writing gets no pass until the current one ends, so
+// what arrives meanwhile (fan-out jobs above all) is merged into the next
+// pass: one write per connection carries every message queued since its
+// last one. That is the batching; nothing waits on purpose.
 func (l *loopState) scheduleLocked() bool {
 	if l.scheduled {
 		return false
 	}
 	l.scheduled = true
-	if !l.holdUntil.IsZero() {
-		if wait := time.Until(l.holdUntil); wait > 0 {
-			if l.timer == nil {
-				l.timer = time.AfterFunc(wait, l.execute)
-			} else {
-				l.timer.Reset(wait)
-			}
-			return false
-		}
-	}
 	return true
 }
 
@@ -438,10 +415,6 @@ func (l *loopState) Run(context.Context) error {
 	l.dirty, l.jobs = l.spare[:0], l.spareJobs[:0]
 	l.scheduled = false
 	l.mu.Unlock()
-	var start time.Time
-	if len(batch) >= holdMinConns || len(jobs) > 0 {
-		start = time.Now()
-	}
 	done, work := 0, 0
 	for done < len(jobs) && work < passBudget {
 		// Consecutive messages to the same connections (one group's) are
@@ -468,14 +441,8 @@ func (l *loopState) Run(context.Context) error {
 		c.flush()
 		batch[i] = nil
 	}
-	var hold time.Time
-	if !start.IsZero() && len(batch) >= holdMinConns {
-		now := time.Now()
-		hold = now.Add(min(now.Sub(start), holdMax))
-	}
 	l.mu.Lock()
 	l.spare, l.spareJobs = batch[:0], jobs[:0]
-	l.holdUntil = hold
 	again := false
 	if rest != nil {
 		l.jobs = append(rest, l.jobs...)
