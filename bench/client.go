@@ -89,9 +89,18 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 	_ = rd.Release()
 	if perr != nil {
 		c.r.fail("protocol", perr)
-		c.close()
+		c.closeFromHandler()
 	}
 	return nil
+}
+
+// closeFromHandler is close for code running in onRequest. Handlers run on
+// netpoll's poller goroutine (see inlineHandlers), and netpoll's close spins
+// until the poller has let go of the connection: closing there would spin
+// for ever, so the close happens on a goroutine of its own.
+func (c *client) closeFromHandler() {
+	c.ours.Store(true)
+	go func() { _ = c.conn.Close() }()
 }
 
 // close closes the connection from this side; onClose then counts nothing

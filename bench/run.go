@@ -262,10 +262,11 @@ func (r *runner) settleFailed(c *client, kind, msg string) {
 	r.errMu.Unlock()
 }
 
+// loginFailed is called by the read handler of c.
 func (r *runner) loginFailed(c *client, msg string) {
 	r.loginRefused.Store(true)
 	r.settleFailed(c, "login", msg)
-	c.close()
+	c.closeFromHandler()
 }
 
 func (r *runner) loggedIn(c *client) {
