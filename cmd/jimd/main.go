@@ -56,6 +56,7 @@ func run(args []string) error {
 		storeKind  = fs.String("store", "", "message store: badger (durable, under -data), memory (lost on exit) or jetstream (cluster, on -nats); empty: jetstream with -nats, else badger")
 		retAge     = fs.Duration("retention-age", 0, "delete messages older than this (0 keeps them forever)")
 		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all; badger store only)")
+		memtable   = fs.Int("badger-memtable-mb", 0, "Badger memtable size in MiB (0: Badger's 64); smaller saves memory, costs some ack latency")
 		tlsCert    = fs.String("tls-cert", "", "PEM certificate: TLS (TCP, WSS, HTTPS) on the same port; reloaded on SIGHUP")
 		tlsKey     = fs.String("tls-key", "", "PEM private key of -tls-cert")
 		maxConns   = fs.Int("max-conns", 0, "cap on open connections (0: the file limit)")
@@ -204,6 +205,7 @@ func run(args []string) error {
 		b, err := storage.OpenBadger(*dataDir, storage.BadgerOptions{
 			RetentionAge:         *retAge,
 			RetentionMaxMessages: *retMax,
+			MemTableSize:         int64(*memtable) << 20,
 			Logger:               log,
 		})
 		if err != nil {
