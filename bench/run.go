@@ -627,27 +627,32 @@ func (r *runner) closeAll() {
 func (r *runner) heartbeatLoop(ctx context.Context) {
 	const step = 100 * time.Millisecond
 	n := len(r.clients)
-	per := int(math.Ceil(float64(n) * float64(step) / float64(r.cfg.Heartbeat)))
 	body := []byte(`{"cmd":13,"hbbyte":"-127"}`)
 	var scratch []byte
-	next := 0
 	t := time.NewTicker(step)
 	defer t.Stop()
 	// The first round starts one interval in: login counts as activity.
-	skip := int(r.cfg.Heartbeat / step)
+	// What is due follows the wall clock, not the ticks: on a saturated
+	// machine ticks are dropped, and counting them let heartbeats fall so
+	// far behind that the server's idle timeout closed the connections.
+	first := time.Now().Add(r.cfg.Heartbeat)
+	sent := 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if skip > 0 {
-			skip--
+		el := time.Since(first)
+		if el < 0 {
 			continue
 		}
-		for range per {
-			c := r.clients[next]
-			next = (next + 1) % n
+		due := int(float64(n) * (float64(el) / float64(r.cfg.Heartbeat)))
+		if due-sent > n {
+			sent = due - n // at most one round behind
+		}
+		for ; sent < due; sent++ {
+			c := r.clients[sent%n]
 			if c.state.Load() == stReady && !c.dead.Load() {
 				_ = c.send(&scratch, cmdHeartbeat, body)
 			}
