@@ -1096,8 +1096,22 @@ func (s *scaler) checkCluster(ctx context.Context, addrs []string) {
 		err = json.NewDecoder(resp.Body).Decode(&r)
 		return r.Code, time.Since(st), err
 	}
+	// The whole check runs on the sampling loop: bound it, so that a
+	// struggling cluster (10 s per lookup) cannot stall the measurements.
+	budget := time.Now().Add(60 * time.Second)
+	late := func() bool {
+		if ctx.Err() != nil || time.Now().After(budget) {
+			problem("check cut short after %v", time.Since(t0).Round(time.Second))
+			return true
+		}
+		return false
+	}
+	hc.Timeout = 3 * time.Second
 	var lat []float64
 	for range 100 {
+		if late() {
+			break
+		}
 		uid := "u" + strconv.Itoa(rand.IntN(s.cfg.conns))
 		cc.OnlineAsked++
 		code, d, err := online(uid)
@@ -1113,6 +1127,9 @@ func (s *scaler) checkCluster(ctx context.Context, addrs []string) {
 		}
 	}
 	for i := range 20 {
+		if late() {
+			break
+		}
 		uid := fmt.Sprintf("nobody%d", i)
 		cc.AbsentAsked++
 		code, _, err := online(uid)
@@ -1142,6 +1159,9 @@ func (s *scaler) checkCluster(ctx context.Context, addrs []string) {
 		}
 	}()
 	for i := range pairs {
+		if late() {
+			break
+		}
 		a, err := dial(fmt.Sprintf("probe-a%d", i))
 		if err != nil {
 			problem("probe dial: %v", err)
