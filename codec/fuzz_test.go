@@ -54,6 +54,22 @@ func FuzzDecodeTCP(f *testing.F) {
 				t.Fatalf("re-encode %+v: %+v %v", fr, back, err)
 			}
 		}
+		// The body-dropping decoder agrees on everything but the dropped
+		// bodies.
+		for off := 0; off < len(data); {
+			f1, n1, e1 := DecodeTCP(data[off:], max)
+			f2, n2, e2 := DecodeTCPDropBody(data[off:], max, CmdHeartbeatReq)
+			if f1.Cmd == CmdHeartbeatReq {
+				f1.Body = nil
+			}
+			if n1 != n2 || e1 != e2 || !reflect.DeepEqual(f1, f2) {
+				t.Fatalf("at %d: DecodeTCP %+v %d %v, DecodeTCPDropBody %+v %d %v", off, f1, n1, e1, f2, n2, e2)
+			}
+			if e1 != nil || n1 == 0 {
+				break
+			}
+			off += n1
+		}
 	})
 }
 

@@ -54,6 +54,19 @@ type TCPFrame struct {
 // header is complete, so an oversized frame is refused before its body is
 // buffered.
 func DecodeTCP(buf []byte, maxBody int) (f TCPFrame, n int, err error) {
+	return decodeTCP(buf, maxBody, false, 0)
+}
+
+// DecodeTCPDropBody is DecodeTCP, except that a frame whose command is drop
+// comes back without its body (nil), so it allocates nothing. For a command
+// whose body the caller never reads (a heartbeat, an idle connection's most
+// frequent frame), that keeps a connection that only heartbeats from making
+// garbage.
+func DecodeTCPDropBody(buf []byte, maxBody int, drop Cmd) (f TCPFrame, n int, err error) {
+	return decodeTCP(buf, maxBody, true, drop)
+}
+
+func decodeTCP(buf []byte, maxBody int, dropping bool, drop Cmd) (f TCPFrame, n int, err error) {
 	if len(buf) == 0 {
 		return f, 0, nil
 	}
@@ -90,7 +103,7 @@ func DecodeTCP(buf []byte, maxBody int) (f TCPFrame, n int, err error) {
 		f.HasSeq = true
 	}
 	f.Cmd = Cmd(int8(buf[p]))
-	if length > 0 {
+	if length > 0 && !(dropping && f.Cmd == drop) {
 		f.Body = make([]byte, length)
 		copy(f.Body, buf[hdr:end])
 	}

@@ -241,3 +241,31 @@ func TestPeekCmd(t *testing.T) {
 		}
 	}
 }
+
+// TestTCPDropBody checks that the dropped command comes back without its body
+// and without allocating, everything else as DecodeTCP decodes it.
+func TestTCPDropBody(t *testing.T) {
+	hb := AppendTCP(nil, CmdHeartbeatReq, 3, true, []byte(`{"cmd":13,"hbbyte":"-127"}`))
+	chat := AppendTCP(nil, CmdChatReq, 0, false, []byte(`{"cmd":11}`))
+	for _, b := range [][]byte{hb, chat, append(append([]byte(nil), hb...), chat...)} {
+		want, wn, werr := DecodeTCP(b, 1<<10)
+		got, n, err := DecodeTCPDropBody(b, 1<<10, CmdHeartbeatReq)
+		if n != wn || err != werr {
+			t.Fatalf("n=%d err=%v, DecodeTCP n=%d err=%v", n, err, wn, werr)
+		}
+		if want.Cmd == CmdHeartbeatReq {
+			want.Body = nil
+		}
+		if !reflect.DeepEqual(got, want) {
+			t.Fatalf("got %+v want %+v", got, want)
+		}
+	}
+	if a := testing.AllocsPerRun(100, func() { _, _, _ = DecodeTCPDropBody(hb, 1<<10, CmdHeartbeatReq) }); a != 0 {
+		t.Fatalf("%v allocations per dropped heartbeat", a)
+	}
+	// Limits still apply to a dropped body.
+	big := AppendTCP(nil, CmdHeartbeatReq, 0, false, bytes.Repeat([]byte("x"), 2000))
+	if _, _, err := DecodeTCPDropBody(big, 1<<10, CmdHeartbeatReq); err != ErrBodyTooLarge {
+		t.Fatalf("oversized heartbeat: %v", err)
+	}
+}

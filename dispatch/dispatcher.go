@@ -164,6 +164,13 @@ func (d *Dispatcher) Handle(c Conn, p Packet) {
 		d.reply(c, &p, codec.CmdUnknown, unknownCmdJSON)
 		return
 	}
+	d.submit(h, c, p)
+}
+
+// submit hands p to c's worker. The copy the closure captures is made here,
+// not in Handle, so that only packets bound for a worker reach the heap: a
+// heartbeat allocates nothing.
+func (d *Dispatcher) submit(h *handler, c Conn, p Packet) {
 	if !d.pool.trySubmit(c.ID(), func() { d.run(h, c, &p) }) {
 		d.m.queueFull.Inc()
 		d.reply(c, &p, respCmd(p.Cmd), codec.StatusResp(respCmd(p.Cmd), codec.StatusBusy))

@@ -69,6 +69,10 @@ type Server struct {
 	splits    splitCache
 }
 
+// Churn counts connection events (opens plus closes) since the start; it
+// only grows. A burst in it is what leaves garbage behind.
+func (s *Server) Churn() uint64 { return s.nextID.Load() + s.closedGen.Load() }
+
 // New builds a server; Serve starts it. A TLS certificate that does not load
 // makes Serve fail at once; Options.Validate reports the same error earlier.
 func New(o Options, h Handler) *Server {
@@ -177,7 +181,7 @@ func (s *Server) OnOpen(gc gnet.Conn) ([]byte, gnet.Action) {
 	c := &conn{gc: gc, id: s.nextID.Add(1), remote: gc.RemoteAddr(), loop: s.loopFor(gc.EventLoop())}
 	now := s.wheel.now.Load()
 	c.opened = int32(now)
-	c.lastActive.Store(now)
+	c.lastActive.Store(int32(now))
 	gc.SetContext(c)
 	c.loop.add(c)
 	n := s.nOpen.Add(1)
@@ -251,6 +255,13 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
+	c.loop.beginInline()
+	a := s.traffic(c, gc)
+	c.loop.endInline()
+	return a
+}
+
+func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 	buf, _ := gc.Peek(-1)
 	if len(buf) == 0 {
 		if c.tls != nil {
@@ -260,7 +271,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 		}
 		return gnet.None
 	}
-	c.lastActive.Store(s.wheel.now.Load())
+	c.lastActive.Store(int32(s.wheel.now.Load()))
 	if !s.allowBytes(c, len(buf)) {
 		c.setReason(reasonByteRate)
 		return gnet.Close
@@ -368,7 +379,7 @@ func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 	off := 0
 	for {
 		limit, preAuth := s.bodyLimit(c, s.opts.MaxTCPBody)
-		f, n, err := codec.DecodeTCP(b[off:], limit)
+		f, n, err := codec.DecodeTCPDropBody(b[off:], limit, codec.CmdHeartbeatReq)
 		if err != nil {
 			s.metrics.decodeErrors.WithLabelValues("tcp").Inc()
 			if errors.Is(err, codec.ErrBodyTooLarge) {
@@ -531,7 +542,7 @@ func (s *Server) expire() {
 		}
 		var deadline int64
 		if s.hbSeconds > 0 {
-			deadline = c.lastActive.Load() + s.hbSeconds
+			deadline = int64(c.lastActive.Load()) + s.hbSeconds
 			if now >= deadline {
 				c.closeNow(reasonIdle)
 				continue
@@ -580,9 +591,7 @@ func (s *Server) snapshot() []*conn {
 	var out []*conn
 	for _, l := range loops {
 		l.connsMu.Lock()
-		for c := range l.conns {
-			out = append(out, c)
-		}
+		out = append(out, l.conns...)
 		l.connsMu.Unlock()
 	}
 	return out

@@ -140,6 +140,9 @@ type Badger struct {
 	didx         *dedupIndex
 
 	dedupF *dedupFilter // every stored dedup record, probabilistically
+	// joinedF holds every user with a membership record, probabilistically
+	// (see badger_joined.go).
+	joinedF *dedupFilter
 
 	// Group member cache: gid -> members, copy-on-write slices.
 	gmu     sync.RWMutex
@@ -240,6 +243,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 		recent:   newRecentDedup(max(dedupCacheMax, 2*opts.MaxBatch)),
 		members:  make(map[string][]string),
 		dedupF:   newDedupFilter(opts.DedupTTL),
+		joinedF:  newDedupFilter(0),
 	}
 	b.commitFn = func(t *badger.Txn) error { return t.Commit() }
 	b.syncFn = db.Sync
@@ -255,8 +259,9 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	go b.writer()
 	go b.committer()
 	go b.syncer()
-	b.bg.Add(3)
+	b.bg.Add(4)
 	go b.rebuildDedupFilter()
+	go b.rebuildJoinedFilter()
 	go b.retentionLoop()
 	go b.gcLoop()
 	return b, nil
@@ -566,6 +571,7 @@ func (b *Badger) JoinGroup(ctx context.Context, gid, uid string) error {
 	if err := partsOK(gid, uid); err != nil {
 		return err
 	}
+	b.markJoined(uid)
 	return b.submit(ctx, &wreq{kind: wJoin, gid: gid, uid: uid})
 }
 

@@ -222,6 +222,9 @@ func (b *Badger) UserGroups(_ context.Context, uid string) ([]string, error) {
 	if err := partsOK(uid); err != nil {
 		return nil, err
 	}
+	if b.inNoGroup(uid) {
+		return []string{}, nil
+	}
 	return b.scanTails(prefix1(pfxByUser, uid))
 }
 

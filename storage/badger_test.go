@@ -1,6 +1,7 @@
 package storage
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -264,4 +265,74 @@ func bulkLoad(tb testing.TB, s *Badger, conv string, n int) {
 		tb.Fatal(err)
 	}
 	delete(s.seqs, conv)
+}
+
+// TestUserGroupsFilter checks that the membership filter never hides a group:
+// before and after a restart, for members, former members and users in none.
+func TestUserGroupsFilter(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	b, err := OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitJoinedReady(t, b)
+	for i := range 50 {
+		if err := b.JoinGroup(ctx, fmt.Sprintf("g%d", i%3), fmt.Sprintf("m%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := b.LeaveGroup(ctx, "g0", "m0"); err != nil {
+		t.Fatal(err)
+	}
+	check := func(b *Badger) {
+		t.Helper()
+		for i := range 50 {
+			gs, err := b.UserGroups(ctx, fmt.Sprintf("m%d", i))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := 1
+			if i == 0 {
+				want = 0
+			}
+			if len(gs) != want {
+				t.Fatalf("m%d: groups %v, want %d", i, gs, want)
+			}
+		}
+		for i := range 1000 {
+			gs, err := b.UserGroups(ctx, fmt.Sprintf("nobody%d", i))
+			if err != nil || gs == nil || len(gs) != 0 {
+				t.Fatalf("nobody%d: %v, %v; want an empty list", i, gs, err)
+			}
+		}
+	}
+	check(b)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	b, err = OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	waitJoinedReady(t, b)
+	check(b)
+	// A user the rebuilt filter has never seen joins after the restart.
+	if err := b.JoinGroup(ctx, "g9", "late"); err != nil {
+		t.Fatal(err)
+	}
+	if gs, _ := b.UserGroups(ctx, "late"); len(gs) != 1 || gs[0] != "g9" {
+		t.Fatalf("late joiner: %v", gs)
+	}
+}
+
+func waitJoinedReady(t *testing.T, b *Badger) {
+	t.Helper()
+	for i := 0; !b.joinedF.ready.Load(); i++ {
+		if i > 500 {
+			t.Fatal("membership filter not ready after 5 s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }

@@ -23,6 +23,7 @@ import (
 	"jim/cluster"
 	"jim/dispatch"
 	"jim/gateway"
+	"jim/internal/memtrim"
 	"jim/internal/rlimit"
 	"jim/storage"
 	"jim/web"
@@ -70,6 +71,7 @@ func run(args []string) error {
 		wsEcho     = fs.String("ws-echo-path", "", "test only: a WebSocket echo endpoint at this path for conformance suites (empty: off)")
 		noticeMax  = fs.Int("notice-max-members", 500, "send join/leave notices only in groups with at most this many online members (-1: always)")
 		lameDuck   = fs.Duration("lame-duck-window", 30*time.Second, "on SIGUSR2, spread disconnects over this window while /healthz reports draining")
+		memTrim    = fs.Bool("memory-trim", true, "keep GC headroom proportional to the heap beyond the store's buffers, and return the heap a burst of connections left behind to the OS once it settles")
 		pprofAddr  = fs.String("pprof-addr", "", "serve /debug/pprof on this address (empty: off); keep it on loopback")
 		natsURLs   = fs.String("nats", "", "NATS servers, comma-separated (nats://h1:4222,nats://h2:4222): run as a cluster node; empty: single node")
 		nodeID     = fs.String("node-id", "", "this node's id in the cluster (empty: host name plus a random suffix)")
@@ -276,6 +278,15 @@ func run(args []string) error {
 		log.Info("jimd listening", "addr", *addr)
 	case err := <-errc:
 		return fmt.Errorf("listen %s: %w", *addr, err)
+	}
+
+	if *memTrim {
+		trimCtx, stopTrim := context.WithCancel(context.Background())
+		defer stopTrim()
+		go memtrim.Run(trimCtx, memtrim.Defaults, srv.Churn, func() { log.Debug("returned idle heap to the OS after a connection burst") })
+		// Badger's arena and caches are on the heap by now: the collector's
+		// headroom follows what grows beyond them.
+		go memtrim.TuneGC(trimCtx, 16<<20)
 	}
 
 	sig := make(chan os.Signal, 1)

@@ -1,0 +1,143 @@
+// Package memtrim gives memory back to the operating system after a burst of
+// connections has settled.
+//
+// A burst of logins (a restart, a reconnect storm) leaves the Go heap holding
+// the burst's garbage, and the runtime keeps freed pages resident up to its
+// heap goal, twice the live heap by default. For a gateway of idle
+// connections that is hundreds of bytes per connection of memory that serves
+// nothing until the next storm. Once the churn has been quiet for a while,
+// one forced collection and scavenge (debug.FreeOSMemory) returns it. The
+// cost is one garbage collection per burst, at a moment when the process has
+// little else to do.
+package memtrim
+
+import (
+	"context"
+	"runtime/debug"
+	"runtime/metrics"
+	"time"
+)
+
+// Policy decides when a trim is due. The zero value is not useful; see
+// Defaults.
+type Policy struct {
+	// MinChurn is how many connection events (opens plus closes) since the
+	// last trim make a burst worth trimming after.
+	MinChurn uint64
+	// Quiet is how long the churn must stay at or under QuietRate events
+	// per second before the trim.
+	Quiet time.Duration
+	// QuietRate is the churn per second that still counts as quiet.
+	QuietRate float64
+	// MinInterval is the least time between two trims.
+	MinInterval time.Duration
+}
+
+// Defaults suits a gateway: bursts of at least 2,000 connection events,
+// trimmed after 3 s under 100 events/s, at most once a minute.
+var Defaults = Policy{MinChurn: 2000, Quiet: 3 * time.Second, QuietRate: 100, MinInterval: time.Minute}
+
+// Trimmer watches a churn counter and trims when its Policy says so.
+type Trimmer struct {
+	p Policy
+
+	lastTrimChurn uint64
+	lastTrim      time.Time
+	prevChurn     uint64
+	prevAt        time.Time
+	quietSince    time.Time // zero while the churn is above QuietRate
+	started       bool
+}
+
+// New returns a Trimmer for p.
+func New(p Policy) *Trimmer { return &Trimmer{p: p} }
+
+// Observe records the churn counter at now and reports whether a trim is due
+// (the caller then trims and calls Trimmed). churn only ever grows.
+func (t *Trimmer) Observe(now time.Time, churn uint64) bool {
+	if !t.started {
+		t.started = true
+		t.prevChurn, t.prevAt, t.lastTrimChurn = churn, now, churn
+		return false
+	}
+	dt := now.Sub(t.prevAt).Seconds()
+	if dt <= 0 {
+		return false
+	}
+	rate := float64(churn-t.prevChurn) / dt
+	t.prevChurn, t.prevAt = churn, now
+	if rate > t.p.QuietRate {
+		t.quietSince = time.Time{}
+		return false
+	}
+	if t.quietSince.IsZero() {
+		t.quietSince = now
+	}
+	return churn-t.lastTrimChurn >= t.p.MinChurn &&
+		now.Sub(t.quietSince) >= t.p.Quiet &&
+		(t.lastTrim.IsZero() || now.Sub(t.lastTrim) >= t.p.MinInterval)
+}
+
+// Trimmed records a trim at now with the churn counter at churn.
+func (t *Trimmer) Trimmed(now time.Time, churn uint64) {
+	t.lastTrim, t.lastTrimChurn = now, churn
+}
+
+// Reclaimable reports whether a trim would give back enough: garbage and
+// free pages still held (heap bytes beyond the live heap) of at least
+// minBytes and at least frac of the live heap.
+func Reclaimable(heap, live, minBytes uint64, frac float64) bool {
+	if heap <= live {
+		return false
+	}
+	extra := heap - live
+	return extra >= minBytes && float64(extra) >= frac*float64(live)
+}
+
+// Run checks churn every second until ctx ends and calls debug.FreeOSMemory
+// when p says so; trimmed, if not nil, is told after each trim.
+//
+// Without bursts, a trickle of garbage (heartbeats, the occasional login)
+// still fills the collector's headroom in time, and the pages a collection
+// frees stay resident up to the next heap goal. So once per p.MinInterval
+// Run also trims when the heap beyond the live heap is at least 4 MiB and a
+// quarter of the live heap: a steady state of idle connections then stays
+// near its live heap instead of twice it.
+func Run(ctx context.Context, p Policy, churn func() uint64, trimmed func()) {
+	t := New(p)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	sample := []metrics.Sample{
+		{Name: "/memory/classes/heap/objects:bytes"},
+		{Name: "/memory/classes/heap/unused:bytes"},
+		{Name: "/memory/classes/heap/free:bytes"},
+		{Name: "/gc/heap/live:bytes"},
+	}
+	lastCheck := time.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case now := <-tick.C:
+			due := t.Observe(now, churn())
+			if !due && now.Sub(lastCheck) >= p.MinInterval && now.Sub(t.lastTrim) >= p.MinInterval {
+				lastCheck = now
+				metrics.Read(sample)
+				var v [4]uint64
+				for i, s := range sample {
+					if s.Value.Kind() == metrics.KindUint64 {
+						v[i] = s.Value.Uint64()
+					}
+				}
+				due = Reclaimable(v[0]+v[1]+v[2], v[3], 4<<20, 0.25)
+			}
+			if due {
+				debug.FreeOSMemory()
+				t.Trimmed(time.Now(), churn())
+				if trimmed != nil {
+					trimmed()
+				}
+			}
+		}
+	}
+}
