@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
@@ -340,7 +341,11 @@ type loopState struct {
 	jobs      []multicastJob // fan-outs to run on the loop (see Server.SendMany)
 	spareJobs []multicastJob
 	scheduled bool
-	inline    bool // the loop is in OnTraffic and flushes the dirty list after it
+	inline    bool  // the loop is in OnTraffic and flushes the dirty list after it
+	fanoutAt  int64 // monotime before which no fan-out pass starts (see paceMin)
+	paceArmed bool  // a timer will schedule a pass
+
+	reads atomic.Uint64 // OnTraffic calls, for TrimStats
 }
 
 func (l *loopState) add(c *conn) {
@@ -424,12 +429,56 @@ type multicastJob struct {
 func (l *loopState) multicast(m *codec.Outbound, conns []*conn) {
 	l.mu.Lock()
 	l.jobs = append(l.jobs, multicastJob{m, conns})
+	if d := l.fanoutAt - monotime(); d > 0 {
+		// Paced: the timer (armed once) starts the pass.
+		l.armPaceLocked(d)
+		l.mu.Unlock()
+		return
+	}
 	now := l.scheduleLocked()
 	l.mu.Unlock()
 	if now {
 		l.execute()
 	}
 }
+
+// Fan-out pacing. A pass that writes thousands of connections takes tens of
+// milliseconds, and each write costs about the same whether it carries one
+// message or several. When messages to a big group arrive a little slower
+// than a pass takes, every pass carries one message: the loop writes every
+// connection once per message and the machine saturates on write calls,
+// with queueing (and latency) growing in the client too. So after a pass
+// longer than paceMin, the next fan-out pass waits until paceFactor times
+// that pass's duration has passed since it began, at most paceMax: messages
+// arriving meanwhile are merged into one write per connection. Replies and
+// deliveries to single connections (the dirty list) are never held back.
+var (
+	paceMin    = 10 * time.Millisecond
+	paceFactor = int64(3)
+	paceMax    = int64(150 * time.Millisecond)
+)
+
+// armPaceLocked arranges for a pass in d nanoseconds, unless one is armed.
+func (l *loopState) armPaceLocked(d int64) {
+	if l.paceArmed {
+		return
+	}
+	l.paceArmed = true
+	time.AfterFunc(time.Duration(d), func() {
+		l.mu.Lock()
+		l.paceArmed = false
+		now := l.scheduleLocked()
+		l.mu.Unlock()
+		if now {
+			l.execute()
+		}
+	})
+}
+
+// monotime is a monotonic clock in nanoseconds.
+func monotime() int64 { return int64(time.Since(clockBase)) }
+
+var clockBase = time.Now()
 
 // scheduleLocked arranges for a pass: it returns true when the caller must
 // call execute after unlocking. l.mu is held.
@@ -460,8 +509,16 @@ func (l *loopState) execute() {
 // Run implements gnet.Runnable: the flush task, on the loop's goroutine.
 func (l *loopState) Run(context.Context) error {
 	l.mu.Lock()
-	batch, jobs := l.dirty, l.jobs
-	l.dirty, l.jobs = l.spare[:0], l.spareJobs[:0]
+	start := monotime()
+	batch := l.dirty
+	l.dirty = l.spare[:0]
+	var jobs []multicastJob
+	if start >= l.fanoutAt {
+		jobs, l.jobs = l.jobs, l.spareJobs[:0]
+	} else if len(l.jobs) > 0 {
+		// Woken for the dirty list while fan-outs wait for their pace.
+		l.armPaceLocked(l.fanoutAt - start)
+	}
 	l.scheduled = false
 	l.mu.Unlock()
 	done, work := 0, 0
@@ -491,7 +548,15 @@ func (l *loopState) Run(context.Context) error {
 		batch[i] = nil
 	}
 	l.mu.Lock()
-	l.spare, l.spareJobs = batch[:0], jobs[:0]
+	l.spare = batch[:0]
+	if jobs != nil {
+		l.spareJobs = jobs[:0]
+	}
+	if len(jobs) > 0 && rest == nil {
+		if d := monotime() - start; d >= int64(paceMin) {
+			l.fanoutAt = start + min(paceFactor*d, paceMax)
+		}
+	}
 	again := false
 	if rest != nil {
 		l.jobs = append(rest, l.jobs...)

@@ -16,6 +16,7 @@ import (
 
 	"jim/codec"
 	"jim/dispatch"
+	"jim/internal/memtrim"
 )
 
 // Handler receives decoded traffic. *dispatch.Dispatcher implements it; every
@@ -69,9 +70,19 @@ type Server struct {
 	splits    splitCache
 }
 
-// Churn counts connection events (opens plus closes) since the start; it
-// only grows. A burst in it is what leaves garbage behind.
-func (s *Server) Churn() uint64 { return s.nextID.Load() + s.closedGen.Load() }
+// TrimStats is what the memory trimmer watches: connection opens plus
+// closes (a burst of them is what leaves garbage behind), inbound read events
+// (how busy the server is), both counted since the start, and the open
+// connections.
+func (s *Server) TrimStats() memtrim.Stats {
+	st := memtrim.Stats{Churn: s.nextID.Load() + s.closedGen.Load(), Open: int(s.nOpen.Load())}
+	s.loopsMu.Lock()
+	for _, l := range s.loops {
+		st.Activity += l.reads.Load()
+	}
+	s.loopsMu.Unlock()
+	return st
+}
 
 // New builds a server; Serve starts it. A TLS certificate that does not load
 // makes Serve fail at once; Options.Validate reports the same error earlier.
@@ -255,6 +266,7 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 	if !ok {
 		return gnet.Close
 	}
+	c.loop.reads.Add(1)
 	c.loop.beginInline()
 	a := s.traffic(c, gc)
 	c.loop.endInline()

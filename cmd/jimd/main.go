@@ -283,7 +283,7 @@ func run(args []string) error {
 	if *memTrim {
 		trimCtx, stopTrim := context.WithCancel(context.Background())
 		defer stopTrim()
-		go memtrim.Run(trimCtx, memtrim.Defaults, srv.Churn, func() { log.Debug("returned idle heap to the OS after a connection burst") })
+		go memtrim.Run(trimCtx, memtrim.Defaults, srv.TrimStats, func() { log.Debug("returned idle heap to the OS after a connection burst") })
 		// Badger's arena and caches are on the heap by now: the collector's
 		// headroom follows what grows beyond them.
 		go memtrim.TuneGC(trimCtx, 16<<20)

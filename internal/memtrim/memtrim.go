@@ -31,11 +31,28 @@ type Policy struct {
 	QuietRate float64
 	// MinInterval is the least time between two trims.
 	MinInterval time.Duration
+	// IdleActivity and IdlePerConn bound the inbound traffic (read events
+	// per second) of an idle server: IdleActivity plus IdlePerConn per open
+	// connection. A trim stalls allocations while it returns pages, so it
+	// waits for traffic under that bound too: a server busy with messages
+	// is using its memory anyway.
+	IdleActivity float64
+	IdlePerConn  float64
+}
+
+// Stats is what Run samples every second.
+type Stats struct {
+	Churn    uint64 // connection opens plus closes so far; only grows
+	Activity uint64 // inbound read events so far; only grows
+	Open     int    // connections open now
 }
 
 // Defaults suits a gateway: bursts of at least 2,000 connection events,
-// trimmed after 3 s under 100 events/s, at most once a minute.
-var Defaults = Policy{MinChurn: 2000, Quiet: 3 * time.Second, QuietRate: 100, MinInterval: time.Minute}
+// trimmed after 3 s under 100 events/s, at most once a minute, while reads
+// stay under 100/s plus one per 20 connections per second (a connection that
+// heartbeats every 30 s makes one per 30).
+var Defaults = Policy{MinChurn: 2000, Quiet: 3 * time.Second, QuietRate: 100, MinInterval: time.Minute,
+	IdleActivity: 100, IdlePerConn: 0.05}
 
 // Trimmer watches a churn counter and trims when its Policy says so.
 type Trimmer struct {
@@ -44,20 +61,23 @@ type Trimmer struct {
 	lastTrimChurn uint64
 	lastTrim      time.Time
 	prevChurn     uint64
+	prevActivity  uint64
 	prevAt        time.Time
 	quietSince    time.Time // zero while the churn is above QuietRate
 	started       bool
+	idle          bool // traffic was under the idle bound at the last Observe
 }
 
 // New returns a Trimmer for p.
 func New(p Policy) *Trimmer { return &Trimmer{p: p} }
 
-// Observe records the churn counter at now and reports whether a trim is due
-// (the caller then trims and calls Trimmed). churn only ever grows.
-func (t *Trimmer) Observe(now time.Time, churn uint64) bool {
+// Observe records st at now and reports whether a trim is due after a burst
+// (the caller then trims and calls Trimmed).
+func (t *Trimmer) Observe(now time.Time, st Stats) bool {
+	churn := st.Churn
 	if !t.started {
 		t.started = true
-		t.prevChurn, t.prevAt, t.lastTrimChurn = churn, now, churn
+		t.prevChurn, t.prevActivity, t.prevAt, t.lastTrimChurn = churn, st.Activity, now, churn
 		return false
 	}
 	dt := now.Sub(t.prevAt).Seconds()
@@ -65,8 +85,10 @@ func (t *Trimmer) Observe(now time.Time, churn uint64) bool {
 		return false
 	}
 	rate := float64(churn-t.prevChurn) / dt
-	t.prevChurn, t.prevAt = churn, now
-	if rate > t.p.QuietRate {
+	act := float64(st.Activity-t.prevActivity) / dt
+	t.prevChurn, t.prevActivity, t.prevAt = churn, st.Activity, now
+	t.idle = act <= t.p.IdleActivity+t.p.IdlePerConn*float64(st.Open)
+	if rate > t.p.QuietRate || !t.idle {
 		t.quietSince = time.Time{}
 		return false
 	}
@@ -100,10 +122,11 @@ func Reclaimable(heap, live, minBytes uint64, frac float64) bool {
 // Without bursts, a trickle of garbage (heartbeats, the occasional login)
 // still fills the collector's headroom in time, and the pages a collection
 // frees stay resident up to the next heap goal. So once per p.MinInterval
-// Run also trims when the heap beyond the live heap is at least 4 MiB and a
-// quarter of the live heap: a steady state of idle connections then stays
+// Run also trims when the heap beyond the live heap is at least 4 MiB and
+// 1/32 of the live heap (Badger's arena included): a steady state of idle
+// connections then stays
 // near its live heap instead of twice it.
-func Run(ctx context.Context, p Policy, churn func() uint64, trimmed func()) {
+func Run(ctx context.Context, p Policy, stats func() Stats, trimmed func()) {
 	t := New(p)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
@@ -119,8 +142,8 @@ func Run(ctx context.Context, p Policy, churn func() uint64, trimmed func()) {
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			due := t.Observe(now, churn())
-			if !due && now.Sub(lastCheck) >= p.MinInterval && now.Sub(t.lastTrim) >= p.MinInterval {
+			due := t.Observe(now, stats())
+			if !due && t.idle && now.Sub(lastCheck) >= p.MinInterval && now.Sub(t.lastTrim) >= p.MinInterval {
 				lastCheck = now
 				metrics.Read(sample)
 				var v [4]uint64
@@ -129,11 +152,11 @@ func Run(ctx context.Context, p Policy, churn func() uint64, trimmed func()) {
 						v[i] = s.Value.Uint64()
 					}
 				}
-				due = Reclaimable(v[0]+v[1]+v[2], v[3], 4<<20, 0.25)
+				due = Reclaimable(v[0]+v[1]+v[2], v[3], 4<<20, 1.0/32)
 			}
 			if due {
 				debug.FreeOSMemory()
-				t.Trimmed(time.Now(), churn())
+				t.Trimmed(time.Now(), stats().Churn)
 				if trimmed != nil {
 					trimmed()
 				}

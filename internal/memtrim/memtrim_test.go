@@ -7,47 +7,47 @@ import (
 )
 
 func TestTrimAfterBurstSettles(t *testing.T) {
-	p := Policy{MinChurn: 1000, Quiet: 3 * time.Second, QuietRate: 10, MinInterval: time.Minute}
+	p := Policy{MinChurn: 1000, Quiet: 3 * time.Second, QuietRate: 10, MinInterval: time.Minute, IdleActivity: 100, IdlePerConn: 0.05}
 	tr := New(p)
 	t0 := time.Unix(1000, 0)
 	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
 	churn := uint64(0)
-	if tr.Observe(at(0), churn) {
+	if tr.Observe(at(0), Stats{Churn: churn}) {
 		t.Fatal("trim on the first observation")
 	}
 	// A burst: 500 events/s for 4 s.
 	for s := 1; s <= 4; s++ {
 		churn += 500
-		if tr.Observe(at(s), churn) {
+		if tr.Observe(at(s), Stats{Churn: churn}) {
 			t.Fatalf("trim during the burst at %d s", s)
 		}
 	}
 	// Quiet, but not for long enough yet (quiet from 5 s, Quiet is 3 s).
 	for s := 5; s <= 7; s++ {
 		churn += 5
-		if tr.Observe(at(s), churn) {
+		if tr.Observe(at(s), Stats{Churn: churn}) {
 			t.Fatalf("trim after only %d s of quiet", s-5)
 		}
 	}
 	churn += 5
-	if !tr.Observe(at(8), churn) {
+	if !tr.Observe(at(8), Stats{Churn: churn}) {
 		t.Fatal("no trim after 3 s of quiet following a burst of 2,000")
 	}
 	tr.Trimmed(at(8), churn)
 	// No new burst: no new trim, however long it stays quiet.
 	for s := 9; s < 200; s++ {
-		if tr.Observe(at(s), churn) {
+		if tr.Observe(at(s), Stats{Churn: churn}) {
 			t.Fatalf("second trim at %d s without a burst", s)
 		}
 	}
 }
 
 func TestTrimNeedsABurstAndRespectsInterval(t *testing.T) {
-	p := Policy{MinChurn: 1000, Quiet: 2 * time.Second, QuietRate: 50, MinInterval: time.Minute}
+	p := Policy{MinChurn: 1000, Quiet: 2 * time.Second, QuietRate: 50, MinInterval: time.Minute, IdleActivity: 100}
 	tr := New(p)
 	t0 := time.Unix(0, 0)
 	churn := uint64(0)
-	tr.Observe(t0, churn)
+	tr.Observe(t0, Stats{Churn: churn})
 	// Steady trickle under QuietRate that adds up past MinChurn: it is
 	// churn since the last trim that counts, so after 1,000 events a trim
 	// is due once (a slow leak of garbage is worth returning too).
@@ -55,7 +55,7 @@ func TestTrimNeedsABurstAndRespectsInterval(t *testing.T) {
 	for s := 1; s <= 300; s++ {
 		churn += 20
 		now := t0.Add(time.Duration(s) * time.Second)
-		if tr.Observe(now, churn) {
+		if tr.Observe(now, Stats{Churn: churn}) {
 			trims++
 			tr.Trimmed(now, churn)
 		}
@@ -67,18 +67,18 @@ func TestTrimNeedsABurstAndRespectsInterval(t *testing.T) {
 	}
 	// A burst right after a trim must wait for MinInterval.
 	tr = New(p)
-	tr.Observe(t0, 0)
+	tr.Observe(t0, Stats{})
 	tr.Trimmed(t0, 0)
 	churn = 5000
-	if tr.Observe(t0.Add(time.Second), churn) {
+	if tr.Observe(t0.Add(time.Second), Stats{Churn: churn}) {
 		t.Fatal("trim during a burst")
 	}
 	for s := 2; s < 60; s++ {
-		if tr.Observe(t0.Add(time.Duration(s)*time.Second), churn) {
+		if tr.Observe(t0.Add(time.Duration(s)*time.Second), Stats{Churn: churn}) {
 			t.Fatalf("trim at %d s, within MinInterval of the last", s)
 		}
 	}
-	if !tr.Observe(t0.Add(60*time.Second), churn) {
+	if !tr.Observe(t0.Add(60*time.Second), Stats{Churn: churn}) {
 		t.Fatal("no trim once MinInterval passed")
 	}
 }
@@ -147,8 +147,8 @@ func TestRunTrims(t *testing.T) {
 		b[0] = 1
 	}
 	keep = nil
-	go Run(ctx, Policy{MinChurn: 1 << 62, Quiet: time.Second, QuietRate: 1, MinInterval: time.Second},
-		func() uint64 { return 0 }, func() {
+	go Run(ctx, Policy{MinChurn: 1 << 62, Quiet: time.Second, QuietRate: 1, MinInterval: time.Second, IdleActivity: 1},
+		func() Stats { return Stats{} }, func() {
 			select {
 			case trims <- struct{}{}:
 			default:
@@ -158,5 +158,32 @@ func TestRunTrims(t *testing.T) {
 	case <-trims:
 	case <-time.After(10 * time.Second):
 		t.Fatal("no trim with 64 MiB of garbage on the heap")
+	}
+}
+
+// TestTrimWaitsForIdleTraffic checks that a burst followed by heavy message
+// traffic (a benchmark starting right after its logins) gets no trim until
+// the traffic calms down.
+func TestTrimWaitsForIdleTraffic(t *testing.T) {
+	tr := New(Defaults)
+	t0 := time.Unix(0, 0)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	st := Stats{}
+	tr.Observe(at(0), st)
+	st.Churn, st.Open = 4000, 4000
+	tr.Observe(at(1), st) // the logins
+	for s := 2; s < 60; s++ {
+		st.Activity += 20000 // 20,000 reads/s: busy
+		if tr.Observe(at(s), st) {
+			t.Fatalf("trim at %d s while busy", s)
+		}
+	}
+	trimmed := false
+	for s := 60; s < 70 && !trimmed; s++ {
+		st.Activity += 150 // under 100 + 0.05*4000 = 300
+		trimmed = tr.Observe(at(s), st)
+	}
+	if !trimmed {
+		t.Fatal("no trim once traffic went idle after the burst")
 	}
 }
