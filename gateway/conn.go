@@ -513,7 +513,8 @@ func (l *loopState) Run(context.Context) error {
 	batch := l.dirty
 	l.dirty = l.spare[:0]
 	var jobs []multicastJob
-	if start >= l.fanoutAt {
+	took := start >= l.fanoutAt
+	if took {
 		jobs, l.jobs = l.jobs, l.spareJobs[:0]
 	} else if len(l.jobs) > 0 {
 		// Woken for the dirty list while fan-outs wait for their pace.
@@ -549,7 +550,9 @@ func (l *loopState) Run(context.Context) error {
 	}
 	l.mu.Lock()
 	l.spare = batch[:0]
-	if jobs != nil {
+	if took {
+		// Even when nil: a spare that is also l.jobs would be appended to
+		// while the next pass reads it.
 		l.spareJobs = jobs[:0]
 	}
 	if len(jobs) > 0 && rest == nil {
