@@ -116,7 +116,11 @@ func RunParent(ctx context.Context, cfg Config, procs int, exe string, argsFor f
 	}
 
 	// Everything is bounded: a worker that hangs is killed at the deadline.
-	limit := cfg.ConnectTimeout + cfg.Warmup + cfg.Duration + 60*time.Second
+	// The margin covers starting the workers, the wait for the slowest to
+	// report "connected" and the drain; with dozens of workers on a loaded
+	// machine one minute was too little (a run was cut 7 s short of its
+	// hold).
+	limit := cfg.ConnectTimeout + cfg.Warmup + cfg.Duration + 3*time.Minute
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 
