@@ -24,6 +24,13 @@ func TestGroupMulticastOrderAndCount(t *testing.T) {
 		t.Cleanup(func() { gateway.SetPassBudget(old) })
 		testGroupMulticast(t)
 	})
+	// Every fan-out pass paced (even a short one holds the next back by up
+	// to 20 ms): held jobs, passes woken only for replies, and the timer
+	// must keep the count and the order.
+	t.Run("paced", func(t *testing.T) {
+		t.Cleanup(gateway.SetPacing(0, 20*time.Millisecond, 1000))
+		testGroupMulticast(t)
+	})
 }
 
 func testGroupMulticast(t *testing.T) {
