@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cloudwego/netpoll"
+	"golang.org/x/sys/unix"
 
 	"jim/codec"
 )
@@ -275,7 +276,18 @@ func (c *client) write(b []byte) error {
 	// NewFDConnection its timeout path dereferences the remote address it
 	// never learnt, and crashes. So the connection is closed from here
 	// first, which makes Flush return with an error.
-	t := time.AfterFunc(writeStall, func() {
+	var t *time.Timer
+	rearms := 0
+	t = time.AfterFunc(writeStall, func() {
+		// Under heavy load this goroutine may simply not have run for
+		// writeStall; then nothing waits in the kernel and the server is
+		// not to blame. Only bytes the server leaves unread (a full send
+		// queue) make a stall.
+		if n, ok := c.unsent(); ok && n == 0 && rearms < maxStallRearms {
+			rearms++
+			t.Reset(writeStall)
+			return
+		}
 		c.r.fail("write stalled", fmt.Errorf("server read nothing for %v", writeStall))
 		c.close()
 	})
@@ -285,8 +297,23 @@ func (c *client) write(b []byte) error {
 }
 
 // writeStall is how long a write may wait for the server to read before the
-// connection is given up (under netpoll's own 10 s write timeout).
-const writeStall = 5 * time.Second
+// connection is given up (under netpoll's own 10 s write timeout, which only
+// runs while bytes wait for the socket to drain). A write whose bytes are
+// not waiting in the kernel is given maxStallRearms more periods.
+var writeStall = 5 * time.Second
+
+const maxStallRearms = 12
+
+// unsent returns the bytes c's socket has not yet sent or had acknowledged
+// (SIOCOUTQ), and false if the kernel cannot tell.
+func (c *client) unsent() (int, bool) {
+	fc, ok := c.conn.(interface{ Fd() int })
+	if !ok {
+		return 0, false
+	}
+	n, err := unix.IoctlGetInt(fc.Fd(), unix.SIOCOUTQ)
+	return n, err == nil
+}
 
 // send writes a JSON command in this client's framing. scratch is reused by
 // the calling goroutine.
