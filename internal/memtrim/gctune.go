@@ -6,7 +6,6 @@ import (
 	"os"
 	"runtime"
 	"runtime/debug"
-	"runtime/metrics"
 	"time"
 )
 
@@ -50,14 +49,8 @@ func TuneGC(ctx context.Context, floor uint64) {
 		return
 	}
 	runtime.GC()
-	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
-	read := func() uint64 {
-		metrics.Read(sample)
-		if sample[0].Value.Kind() != metrics.KindUint64 {
-			return 0
-		}
-		return sample[0].Value.Uint64()
-	}
+	live := newReader("/gc/heap/live:bytes")
+	read := func() uint64 { return live.read()[0] }
 	base := read()
 	cur := gogc
 	tick := time.NewTicker(time.Second)

@@ -1,5 +1,7 @@
-// Package memtrim gives memory back to the operating system after a burst of
-// connections has settled.
+// Package memtrim keeps an idle gateway's memory near its live heap: it
+// returns the heap a burst of connections left behind to the operating system
+// once the burst has settled (Run), and keeps the collector's headroom
+// proportional to the heap beyond large buffers allocated at start (TuneGC).
 //
 // A burst of logins (a restart, a reconnect storm) leaves the Go heap holding
 // the burst's garbage, and the runtime keeps freed pages resident up to its
@@ -38,6 +40,11 @@ type Policy struct {
 	// is using its memory anyway.
 	IdleActivity float64
 	IdlePerConn  float64
+	// ReclaimMin and ReclaimFrac make an idle server without bursts trim
+	// too, at most once per MinInterval: when the heap beyond the live heap
+	// is at least ReclaimMin bytes and ReclaimFrac of the live heap.
+	ReclaimMin  uint64
+	ReclaimFrac float64
 }
 
 // Stats is what Run samples every second.
@@ -51,8 +58,10 @@ type Stats struct {
 // trimmed after 3 s under 100 events/s, at most once a minute, while reads
 // stay under 100/s plus one per 20 connections per second (a connection that
 // heartbeats every 30 s makes one per 30).
+// Idle, without a burst, it trims once 4 MiB and 1/32 of the live heap (Badger's
+// arena included) could be given back.
 var Defaults = Policy{MinChurn: 2000, Quiet: 3 * time.Second, QuietRate: 100, MinInterval: time.Minute,
-	IdleActivity: 100, IdlePerConn: 0.05}
+	IdleActivity: 100, IdlePerConn: 0.05, ReclaimMin: 4 << 20, ReclaimFrac: 1.0 / 32}
 
 // Trimmer watches a churn counter and trims when its Policy says so.
 type Trimmer struct {
@@ -121,21 +130,16 @@ func Reclaimable(heap, live, minBytes uint64, frac float64) bool {
 //
 // Without bursts, a trickle of garbage (heartbeats, the occasional login)
 // still fills the collector's headroom in time, and the pages a collection
-// frees stay resident up to the next heap goal. So once per p.MinInterval
-// Run also trims when the heap beyond the live heap is at least 4 MiB and
-// 1/32 of the live heap (Badger's arena included): a steady state of idle
-// connections then stays
-// near its live heap instead of twice it.
+// frees stay resident up to the next heap goal. So, idle, once per
+// p.MinInterval Run also trims when p.ReclaimMin and p.ReclaimFrac say so: a
+// steady state of idle connections then stays near its live heap instead of
+// twice it.
 func Run(ctx context.Context, p Policy, stats func() Stats, trimmed func()) {
 	t := New(p)
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
-	sample := []metrics.Sample{
-		{Name: "/memory/classes/heap/objects:bytes"},
-		{Name: "/memory/classes/heap/unused:bytes"},
-		{Name: "/memory/classes/heap/free:bytes"},
-		{Name: "/gc/heap/live:bytes"},
-	}
+	heap := newReader("/memory/classes/heap/objects:bytes", "/memory/classes/heap/unused:bytes",
+		"/memory/classes/heap/free:bytes", "/gc/heap/live:bytes")
 	lastCheck := time.Now()
 	for {
 		select {
@@ -145,14 +149,8 @@ func Run(ctx context.Context, p Policy, stats func() Stats, trimmed func()) {
 			due := t.Observe(now, stats())
 			if !due && t.idle && now.Sub(lastCheck) >= p.MinInterval && now.Sub(t.lastTrim) >= p.MinInterval {
 				lastCheck = now
-				metrics.Read(sample)
-				var v [4]uint64
-				for i, s := range sample {
-					if s.Value.Kind() == metrics.KindUint64 {
-						v[i] = s.Value.Uint64()
-					}
-				}
-				due = Reclaimable(v[0]+v[1]+v[2], v[3], 4<<20, 1.0/32)
+				v := heap.read()
+				due = Reclaimable(v[0]+v[1]+v[2], v[3], p.ReclaimMin, p.ReclaimFrac)
 			}
 			if due {
 				debug.FreeOSMemory()
@@ -163,4 +161,29 @@ func Run(ctx context.Context, p Policy, stats func() Stats, trimmed func()) {
 			}
 		}
 	}
+}
+
+// reader reads runtime/metrics values of kind uint64 (0 for any other).
+type reader struct {
+	samples []metrics.Sample
+	vals    []uint64
+}
+
+func newReader(names ...string) *reader {
+	r := &reader{samples: make([]metrics.Sample, len(names)), vals: make([]uint64, len(names))}
+	for i, n := range names {
+		r.samples[i].Name = n
+	}
+	return r
+}
+
+func (r *reader) read() []uint64 {
+	metrics.Read(r.samples)
+	for i, s := range r.samples {
+		r.vals[i] = 0
+		if s.Value.Kind() == metrics.KindUint64 {
+			r.vals[i] = s.Value.Uint64()
+		}
+	}
+	return r.vals
 }

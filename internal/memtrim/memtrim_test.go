@@ -147,7 +147,7 @@ func TestRunTrims(t *testing.T) {
 		b[0] = 1
 	}
 	keep = nil
-	go Run(ctx, Policy{MinChurn: 1 << 62, Quiet: time.Second, QuietRate: 1, MinInterval: time.Second, IdleActivity: 1},
+	go Run(ctx, Policy{MinChurn: 1 << 62, Quiet: time.Second, QuietRate: 1, MinInterval: time.Second, IdleActivity: 1, ReclaimMin: 4 << 20, ReclaimFrac: 1.0 / 32},
 		func() Stats { return Stats{} }, func() {
 			select {
 			case trims <- struct{}{}:
