@@ -68,6 +68,8 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.procs, "procs", "auto", fmt.Sprintf("worker processes; auto keeps each at or under %d connections", MaxConnsPerProc))
 	fs.IntVar(&c.ConnectRate, "connect-rate", 5000, "new connections per second, all processes together")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 60*time.Second, "limit on the whole connect-and-login phase")
+	fs.DurationVar(&c.LoginTimeout, "login-timeout", 60*time.Second, "retry a connection whose login is unanswered this long (0: never)")
+	fs.IntVar(&c.ConnectRetries, "connect-retries", 3, "redials of a user whose connection failed or went unanswered during the connect phase")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "heartbeat interval per connection")
 	fs.StringVar(&c.APIKey, "api-key", "", "X-API-Key for the HTTP API (push scenario)")
 	fs.StringVar(&c.UserPrefix, "user-prefix", "bench", "user ids are this prefix plus an index")
@@ -208,6 +210,8 @@ func (o *options) workerArgs(lo, hi int) []string {
 		"-group-size", strconv.Itoa(c.GroupSize),
 		"-connect-rate", strconv.Itoa(c.ConnectRate),
 		"-connect-timeout", c.ConnectTimeout.String(),
+		"-login-timeout", c.LoginTimeout.String(),
+		"-connect-retries", strconv.Itoa(c.ConnectRetries),
 		"-heartbeat", c.Heartbeat.String(),
 		"-api-key", c.APIKey,
 		"-user-prefix", c.UserPrefix,
@@ -230,6 +234,11 @@ func WriteTable(w io.Writer, res *Result) {
 	row("servers", "%s", strings.Join(res.Addrs, ","))
 	row("processes", "%d", res.Procs)
 	row("connections", "%d / %d in %.1fs", res.ConnsEstablished, res.ConnsTarget, res.ConnectSeconds)
+	row("open at the end", "%d", res.ConnsLive)
+	row("connect retries", "%d", res.ConnectRetries)
+	for _, k := range sortedKinds(res.RetryKinds) {
+		row("  "+k, "%d", res.RetryKinds[k])
+	}
 	row("errors", "%d", res.Errors)
 	for _, k := range sortedKinds(res.ErrorKinds) {
 		row("  "+k, "%d", res.ErrorKinds[k])

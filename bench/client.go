@@ -46,6 +46,12 @@ type client struct {
 	ours    atomic.Bool // closed by this side (protocol error, refused login)
 	lost    atomic.Bool // counted as disconnected, at most once
 
+	// gen numbers this user's connection attempts; concluded is the last
+	// attempt whose outcome was claimed (see conclude). attempts counts
+	// retries; only the code that concludes an attempt touches it.
+	gen, concluded atomic.Uint32
+	attempts       int
+
 	pend []byte // a partial frame carried to the next read; onRequest only
 	// readAt is when the bytes being parsed were read: one clock reading
 	// per read, not per frame, serves every message in it.
@@ -89,7 +95,11 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 	}
 	_ = rd.Release()
 	if perr != nil {
-		c.r.fail("protocol", perr)
+		if c.state.Load() != stReady && c.conclude(c.gen.Load()) {
+			c.r.settleFailed(c, "protocol", perr.Error())
+		} else {
+			c.r.fail("protocol", perr)
+		}
 		c.closeFromHandler()
 	}
 	return nil
@@ -133,6 +143,9 @@ func (c *client) consume(data []byte) (int, error) {
 		head := data[:i]
 		line, _, _ := bytes.Cut(head, []byte("\r\n"))
 		if !bytes.HasPrefix(line, []byte("HTTP/1.1 101")) {
+			if !c.conclude(c.gen.Load()) {
+				return len(data), nil
+			}
 			c.r.loginFailed(c, fmt.Sprintf("WebSocket upgrade refused for %s: %s", c.user, line))
 			return len(data), nil
 		}
@@ -224,6 +237,9 @@ func (c *client) handle(cmd int, body []byte) {
 		if c.state.Load() != stLogin {
 			return
 		}
+		if !c.conclude(c.gen.Load()) {
+			return // the login deadline came first
+		}
 		code, _ := jsonInt(body, `"code":`)
 		if code != statusLoginOK {
 			r.loginFailed(c, fmt.Sprintf("user %s got %s", c.user, truncate(body, 120)))
@@ -244,13 +260,13 @@ func truncate(b []byte, n int) string {
 }
 
 // onClose runs on netpoll's close path, for both sides' closes.
-func (c *client) onClose(netpoll.Connection) error {
+func (c *client) onClose(ctx context.Context, gen uint32) error {
 	c.dead.Store(true)
 	if c.r.closing.Load() || c.ours.Load() {
 		return nil
 	}
 	if c.state.Load() != stReady {
-		c.r.loginFailed(c, fmt.Sprintf("connection for user %s closed by the server before login completed", c.user))
+		c.r.retryOrFail(ctx, c, gen, "closed before login", fmt.Sprintf("connection for user %s closed by the server before login completed", c.user))
 		return nil
 	}
 	c.disconnected()
@@ -290,6 +306,9 @@ func (c *client) write(b []byte) error {
 		}
 		c.r.fail("write stalled", fmt.Errorf("server read nothing for %v", writeStall))
 		c.close()
+		if c.state.Load() == stReady {
+			c.disconnected() // ours, but lost all the same
+		}
 	})
 	err = w.Flush()
 	t.Stop()

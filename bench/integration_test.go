@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -30,6 +31,9 @@ type fakeServer struct {
 	groups map[string][]*fakeConn
 	wg     sync.WaitGroup
 	logins atomic.Int64
+	// The first closeFirst logins are answered with a close, the next
+	// ignoreFirst not at all: a server that sheds load.
+	closeFirst, ignoreFirst atomic.Int64
 }
 
 type fakeConn struct {
@@ -167,6 +171,13 @@ func (s *fakeServer) handle(fc *fakeConn, cmd codec.Cmd, body []byte) {
 	_ = json.Unmarshal(body, &m)
 	switch cmd {
 	case codec.CmdLoginReq:
+		if s.closeFirst.Add(-1) >= 0 {
+			_ = fc.c.Close()
+			return
+		}
+		if s.ignoreFirst.Add(-1) >= 0 {
+			return
+		}
 		s.login(fc, m.UserID)
 	case codec.CmdHeartbeatReq:
 		fc.send(codec.CmdHeartbeatReq, []byte(`{"command":13,"data":{"hbbyte":-128}}`))
@@ -225,6 +236,39 @@ func TestIntegrationIdle(t *testing.T) {
 	}
 	if res.ServerRSSBytes == 0 {
 		t.Error("server RSS not sampled")
+	}
+}
+
+// A login the server drops or leaves unanswered is retried, and the run
+// says how often and why.
+func TestIntegrationConnectRetries(t *testing.T) {
+	s := startFake(t)
+	s.closeFirst.Store(4)
+	s.ignoreFirst.Store(3)
+	res := runFake(t, s, Config{Scenario: ScenarioIdle, Conns: 20, Heartbeat: time.Minute,
+		ConnectRetries: 2, LoginTimeout: 300 * time.Millisecond, Duration: 500 * time.Millisecond})
+	if res.ConnsLive != 20 {
+		t.Errorf("open at the end: %d, want 20", res.ConnsLive)
+	}
+	want := map[string]int64{"closed before login": 4, "login timeout": 3}
+	if res.ConnectRetries != 7 || !maps.Equal(res.RetryKinds, want) {
+		t.Errorf("retries %d %v, want 7 %v", res.ConnectRetries, res.RetryKinds, want)
+	}
+	if got := s.logins.Load(); got != 20 {
+		t.Errorf("server answered %d logins, want 20", got)
+	}
+
+	// Without retries the same faults are failures.
+	s2 := startFake(t)
+	s2.closeFirst.Store(2)
+	cfg := Config{Scenario: ScenarioIdle, Conns: 5, Heartbeat: time.Minute, Duration: 200 * time.Millisecond,
+		Addrs: []string{s2.ln.Addr().String()}, ConnectTimeout: 5 * time.Second}
+	res, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ConnsEstablished != 3 || res.ErrorKinds["closed before login"] != 2 || res.ConnectRetries != 0 {
+		t.Errorf("no retries: established %d, errors %v, retries %d", res.ConnsEstablished, res.ErrorKinds, res.ConnectRetries)
 	}
 }
 

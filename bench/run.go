@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"math/rand/v2"
 	"net/netip"
 	"runtime"
 	"runtime/debug"
@@ -15,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cloudwego/netpoll"
 
 	"jim/internal/rlimit"
 )
@@ -47,6 +50,14 @@ type Config struct {
 	ServerPIDs     []int
 	ConnectRate    int // dials per second over all processes
 	ConnectTimeout time.Duration
+	// LoginTimeout ends a connection attempt whose login has gone
+	// unanswered that long (0: no limit but ConnectTimeout).
+	LoginTimeout time.Duration
+	// ConnectRetries is how many more times a user whose attempt failed
+	// for a transient cause (a failed dial, a close before the login reply,
+	// LoginTimeout) is dialled again within the connect phase. A login the
+	// server refuses is never retried.
+	ConnectRetries int
 	Heartbeat      time.Duration
 	APIKey         string
 	UserPrefix     string
@@ -76,12 +87,20 @@ type Progress struct {
 
 // Result is the outcome of a run; its JSON form is jimbench's -json output.
 type Result struct {
-	Scenario              string           `json:"scenario"`
-	Proto                 string           `json:"proto"`
-	Addrs                 []string         `json:"addrs"`
-	Procs                 int              `json:"procs"`
-	ConnsTarget           int              `json:"conns_target"`
-	ConnsEstablished      int64            `json:"conns_established"`
+	Scenario         string   `json:"scenario"`
+	Proto            string   `json:"proto"`
+	Addrs            []string `json:"addrs"`
+	Procs            int      `json:"procs"`
+	ConnsTarget      int      `json:"conns_target"`
+	ConnsEstablished int64    `json:"conns_established"`
+	// ConnsLive is how many logged-in connections were still open when the
+	// run ended, before jimbench closed them.
+	ConnsLive int64 `json:"conns_live"`
+	// ConnectRetries counts connection attempts of the connect phase that
+	// failed for a transient cause and were tried again; RetryKinds says
+	// why. A retried user that logs in counts once in ConnsEstablished.
+	ConnectRetries        int64            `json:"connect_retries"`
+	RetryKinds            map[string]int64 `json:"retry_kinds,omitempty"`
 	ConnectSeconds        float64          `json:"connect_s"`
 	Errors                int64            `json:"errors"`
 	ErrorKinds            map[string]int64 `json:"error_kinds,omitempty"`
@@ -223,10 +242,14 @@ type runner struct {
 	rejected                        atomic.Int64 // chats answered with an error status
 	measureStart                    atomic.Int64 // unix ns; MaxInt64 until recording starts
 	closing                         atomic.Bool
+	retries                         atomic.Int64
+	retryKinds                      map[string]int64 // guarded by errMu
+	retryWG                         sync.WaitGroup   // redials waiting for their turn
 	phase                           atomic.Value
 	errMu                           sync.Mutex
 	errKinds                        map[string]int64
 	firstLoginErr, firstDialErr     string
+	firstFailure                    string        // of any kind
 	pendingLogins                   chan struct{} // one token per login sent and not yet answered
 	loginRefused                    atomic.Bool
 	runStart, runEnd                time.Time
@@ -258,6 +281,9 @@ func (r *runner) settleFailed(c *client, kind, msg string) {
 	}
 	if kind == "login" && r.firstLoginErr == "" {
 		r.firstLoginErr = msg
+	}
+	if r.firstFailure == "" && msg != "" {
+		r.firstFailure = kind + ": " + msg
 	}
 	r.errMu.Unlock()
 }
@@ -347,7 +373,7 @@ func run(ctx context.Context, cfg *Config) (*Result, error) {
 	if _, err := rlimit.RaiseNoFile(); err != nil {
 		return nil, fmt.Errorf("raise open-file limit: %w", err)
 	}
-	r := &runner{cfg: cfg, errKinds: map[string]int64{}}
+	r := &runner{cfg: cfg, errKinds: map[string]int64{}, retryKinds: map[string]int64{}}
 	r.measureStart.Store(math.MaxInt64)
 	r.phase.Store("connect")
 
@@ -381,6 +407,8 @@ func run(ctx context.Context, cfg *Config) (*Result, error) {
 		return nil, fmt.Errorf("%w: %s", ErrLogin, r.firstLoginErr)
 	case est == 0 && r.firstDialErr != "":
 		return nil, fmt.Errorf("cannot connect: %s", r.firstDialErr)
+	case est == 0 && r.firstFailure != "":
+		return nil, fmt.Errorf("no connection logged in: %s", r.firstFailure)
 	case est == 0:
 		return nil, fmt.Errorf("no connection logged in within %v", cfg.ConnectTimeout)
 	}
@@ -439,6 +467,8 @@ func (r *runner) result(measured time.Duration) *Result {
 		Addrs:            cfg.Addrs,
 		ConnsTarget:      cfg.Hi - cfg.Lo,
 		ConnsEstablished: r.established.Load(),
+		ConnsLive:        r.live(),
+		ConnectRetries:   r.retries.Load(),
 		ConnectSeconds:   r.connectDur.Seconds(),
 		Errors:           r.errs.Load(),
 		DurationSeconds:  measured.Seconds(),
@@ -460,10 +490,27 @@ func (r *runner) result(measured time.Duration) *Result {
 			res.ErrorKinds[k] = v
 		}
 	}
+	if len(r.retryKinds) > 0 {
+		res.RetryKinds = make(map[string]int64, len(r.retryKinds))
+		for k, v := range r.retryKinds {
+			res.RetryKinds[k] = v
+		}
+	}
 	r.errMu.Unlock()
 	res.ExpectedDelivered = r.expected()
 	res.finish()
 	return res
+}
+
+// live counts the logged-in connections still open.
+func (r *runner) live() int64 {
+	var n int64
+	for _, c := range r.clients {
+		if c.state.Load() == stReady && !c.dead.Load() {
+			n++
+		}
+	}
+	return n
 }
 
 // expected is how many deliveries the messages sent should produce, given
@@ -570,6 +617,8 @@ feed:
 	}
 	close(jobs)
 	wg.Wait()
+	// Redials still waiting end with the phase.
+	defer func() { cancel(); r.retryWG.Wait() }()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
 	for r.established.Load()+r.failed.Load() < int64(n) && !r.loginRefused.Load() {
@@ -597,20 +646,84 @@ func (r *runner) dialOne(ctx context.Context, c *client) {
 	case <-ctx.Done():
 		return
 	}
+	// A new attempt: callbacks of an earlier connection of this user see
+	// another generation and do nothing. That connection was closed at
+	// least a back-off ago, so none of its handlers still runs.
+	gen := c.gen.Add(1)
+	c.pend = nil
+	c.dead.Store(false)
+	c.ours.Store(false)
 	dst, src := r.cfg.route(c.idx)
 	conn, err := dialConn(ctx, src, dst, r.cfg.ConnectTimeout)
 	if err != nil {
-		r.settleFailed(c, "dial", fmt.Sprintf("%s: %v", dst, err))
+		r.retryOrFail(ctx, c, gen, "dial", fmt.Sprintf("%s: %v", dst, err))
 		return
 	}
 	c.conn = conn
 	_ = conn.SetWriteTimeout(10 * time.Second)
-	_ = conn.AddCloseCallback(c.onClose)
-	_ = conn.SetOnRequest(c.onRequest)
+	_ = conn.AddCloseCallback(func(conn netpoll.Connection) error {
+		if c.gen.Load() != gen {
+			return nil
+		}
+		return c.onClose(ctx, gen)
+	})
+	_ = conn.SetOnRequest(func(ctx context.Context, conn netpoll.Connection) error {
+		if c.gen.Load() != gen {
+			return nil
+		}
+		return c.onRequest(ctx, conn)
+	})
 	if err := c.start(r.cfg.Password); err != nil {
-		r.settleFailed(c, "dial", fmt.Sprintf("%s: %v", dst, err))
 		c.close()
+		r.retryOrFail(ctx, c, gen, "dial", fmt.Sprintf("%s: %v", dst, err))
+		return
 	}
+	if lt := r.cfg.LoginTimeout; lt > 0 {
+		time.AfterFunc(lt, func() {
+			if c.gen.Load() != gen || c.concluded.Load() >= gen {
+				return
+			}
+			c.close()
+			r.retryOrFail(ctx, c, gen, "login timeout", fmt.Sprintf("user %s: no login reply in %v", c.user, lt))
+		})
+	}
+}
+
+// conclude claims the outcome of c's attempt gen for the caller: only the
+// first of the login reply, the login deadline, a close or a failed write
+// decides what became of one attempt.
+func (c *client) conclude(gen uint32) bool {
+	return c.concluded.CompareAndSwap(gen-1, gen)
+}
+
+// retryOrFail ends c's attempt gen, which failed for a transient cause
+// (kind): while the connect phase lasts and retries remain, the user is
+// dialled again after a growing, jittered back-off, as a real client would;
+// otherwise it counts as failed.
+func (r *runner) retryOrFail(ctx context.Context, c *client, gen uint32, kind, msg string) {
+	if !c.conclude(gen) {
+		return
+	}
+	r.loginDone(c)
+	if c.attempts >= r.cfg.ConnectRetries || ctx.Err() != nil || r.loginRefused.Load() {
+		r.settleFailed(c, kind, msg)
+		return
+	}
+	c.attempts++
+	r.retries.Add(1)
+	r.errMu.Lock()
+	r.retryKinds[kind]++
+	r.errMu.Unlock()
+	backoff := time.Duration(1<<(c.attempts-1))*time.Second + rand.N(time.Second)
+	r.retryWG.Go(func() {
+		t := time.NewTimer(backoff)
+		defer t.Stop()
+		select {
+		case <-t.C:
+			r.dialOne(ctx, c)
+		case <-ctx.Done():
+		}
+	})
 }
 
 func (r *runner) closeAll() {

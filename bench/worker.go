@@ -281,6 +281,14 @@ func sumProgress(ws []*workerProc) Progress {
 func mergeResult(t, r *Result, h *HistSnapshot) {
 	t.ConnsTarget += r.ConnsTarget
 	t.ConnsEstablished += r.ConnsEstablished
+	t.ConnsLive += r.ConnsLive
+	t.ConnectRetries += r.ConnectRetries
+	for k, v := range r.RetryKinds {
+		if t.RetryKinds == nil {
+			t.RetryKinds = map[string]int64{}
+		}
+		t.RetryKinds[k] += v
+	}
 	t.ConnectSeconds = max(t.ConnectSeconds, r.ConnectSeconds)
 	t.Errors += r.Errors
 	for k, v := range r.ErrorKinds {

@@ -8,11 +8,13 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/pprof"
 	"os"
 	"os/signal"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -309,7 +311,9 @@ wait:
 				log.Info("lame duck: shedding connections", "window", lameDuck.String())
 				srv.LameDuck(*lameDuck)
 			default:
-				log.Info("shutting down", "signal", s.String())
+				// What closed connections so far, before the shutdown's own
+				// closes: the only record left when a load run ends.
+				log.Info("shutting down", "signal", s.String(), "disconnects", counterByLabel(reg, "jim_disconnects_total", "reason"))
 				break wait
 			}
 		case err := <-errc:
@@ -326,6 +330,36 @@ wait:
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// counterByLabel sums the counter family name of g by the value of label,
+// as "value=n" pairs in label order ("" when nothing was counted).
+func counterByLabel(g prometheus.Gatherer, name, label string) string {
+	mfs, err := g.Gather()
+	if err != nil {
+		return ""
+	}
+	sums := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == label {
+					sums[lp.GetValue()] += m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(sums)) {
+		if b.Len() > 0 {
+			b.WriteByte(' ')
+		}
+		fmt.Fprintf(&b, "%s=%.0f", k, sums[k])
+	}
+	return b.String()
 }
 
 // servePprof serves the runtime profiles on addr, on an ordinary net/http
