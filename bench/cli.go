@@ -68,7 +68,7 @@ func parseArgs(args []string, stderr io.Writer) (*options, error) {
 	fs.StringVar(&o.procs, "procs", "auto", fmt.Sprintf("worker processes; auto keeps each at or under %d connections", MaxConnsPerProc))
 	fs.IntVar(&c.ConnectRate, "connect-rate", 5000, "new connections per second, all processes together")
 	fs.DurationVar(&c.ConnectTimeout, "connect-timeout", 60*time.Second, "limit on the whole connect-and-login phase")
-	fs.DurationVar(&c.LoginTimeout, "login-timeout", 60*time.Second, "retry a connection whose login is unanswered this long (0: never)")
+	fs.DurationVar(&c.LoginTimeout, "login-timeout", 0, "retry a connection whose login is unanswered this long (0: never; on an overloaded server a short one abandons logins it has queued and makes a retry storm)")
 	fs.IntVar(&c.ConnectRetries, "connect-retries", 3, "redials of a user whose connection failed or went unanswered during the connect phase")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "heartbeat interval per connection")
 	fs.StringVar(&c.APIKey, "api-key", "", "X-API-Key for the HTTP API (push scenario)")

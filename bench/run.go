@@ -297,6 +297,9 @@ func (r *runner) loginFailed(c *client, msg string) {
 
 func (r *runner) loggedIn(c *client) {
 	if !c.settled.CompareAndSwap(false, true) {
+		// Answered after the connect phase gave up on it: it was counted
+		// as failed, so it does not stay as an uncounted connection.
+		c.closeFromHandler()
 		return
 	}
 	r.loginDone(c)

@@ -52,6 +52,7 @@ type config struct {
 	hold           time.Duration
 	connectRate    int
 	connectTimeout time.Duration
+	loginTimeout   time.Duration
 	heartbeat      time.Duration
 	port           int
 	natsPort       int
@@ -91,6 +92,7 @@ func run() int {
 	fs.IntVar(&c.perNode, "per-node", 18000, "planned connections per jimd when -nodes is 0 (the file limit is 20,000 per process)")
 	fs.DurationVar(&c.hold, "hold", 5*time.Minute, "how long the connections are held, with heartbeats")
 	fs.IntVar(&c.connectRate, "connect-rate", 5000, "new connections per second, all jimbench workers together (jimbench also caps logins in flight, so the rate settles at what the servers sustain)")
+	fs.DurationVar(&c.loginTimeout, "login-timeout", 4*time.Minute, "jimbench redials a user whose login is unanswered this long; well above the login latency of a saturated cluster (a minute and more), or the redials become a retry storm")
 	fs.DurationVar(&c.connectTimeout, "connect-timeout", 0, "limit on jimbench's connect-and-login phase (0: conns/1500 seconds plus two minutes)")
 	fs.DurationVar(&c.heartbeat, "heartbeat", 5*time.Minute, "heartbeat interval per connection; jimd's -heartbeat-timeout is set to twice this plus a minute")
 	fs.IntVar(&c.port, "port", 9600, "the port every jimd listens on")
@@ -403,6 +405,7 @@ func (s *scaler) run(ctx context.Context) error {
 	args := []string{"idle", "-conns", strconv.Itoa(c.conns), "-src-ips", c.srcIPs,
 		"-duration", c.hold.String(), "-warmup", "0s", "-connect-rate", strconv.Itoa(c.connectRate),
 		"-connect-timeout", c.connectTimeout.String(), "-heartbeat", c.heartbeat.String(),
+		"-login-timeout", c.loginTimeout.String(),
 		"-procs", c.benchProcs, "-user-prefix", "u", "-json", benchJSON}
 	for _, a := range addrList {
 		args = append(args, "-addr", a)
