@@ -120,7 +120,10 @@ func RunParent(ctx context.Context, cfg Config, procs int, exe string, argsFor f
 	// report "connected" and the drain; with dozens of workers on a loaded
 	// machine one minute was too little (a run was cut 7 s short of its
 	// hold).
-	limit := cfg.ConnectTimeout + cfg.Warmup + cfg.Duration + 3*time.Minute
+	// A fifth of the run more covers a connect phase that ends late on a
+	// machine at a load average of 200 (a million-connection run was cut
+	// while closing its connections with a fixed 3 minutes).
+	limit := cfg.ConnectTimeout + cfg.Warmup + cfg.Duration + 3*time.Minute + (cfg.ConnectTimeout+cfg.Duration)/5
 	ctx, cancel := context.WithTimeout(ctx, limit)
 	defer cancel()
 

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"log/slog"
 	"testing"
 	"time"
 
@@ -94,5 +95,25 @@ func TestViewLiveness(t *testing.T) {
 	}
 	if v.firstLive() != "b" || v.liveNodes() != 2 {
 		t.Fatalf("first live %q, %d live", v.firstLive(), v.liveNodes())
+	}
+}
+
+// A node that hears its own heartbeat late is the one behind: it does not
+// take the others' silence for death until its echo is current again.
+func TestPresenceSweepWaitsWhileLagging(t *testing.T) {
+	now := time.Now()
+	n := &Node{id: "me", view: newView("me", time.Second), m: newMetrics(),
+		peers: map[string]*peer{"a": {synced: true}}, log: slog.New(slog.DiscardHandler)}
+	n.view.heartbeat("a", now.Add(-2*time.Second))
+	n.view.set("u", "a", nil)
+	n.selfHeard = now.Add(-900 * time.Millisecond)
+	n.presenceTick(now)
+	if n.peers["a"] == nil || n.view.entryCount() != 1 {
+		t.Fatal("a dropped while this node's own heartbeat was late")
+	}
+	n.selfHeard = now.Add(-100 * time.Millisecond)
+	n.presenceTick(now)
+	if n.peers["a"] != nil || n.view.entryCount() != 0 {
+		t.Fatal("a kept although this node is current")
 	}
 }

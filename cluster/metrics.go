@@ -16,6 +16,7 @@ type metrics struct {
 	pubErr, badFrames, slow prometheus.Counter
 	undelivered             prometheus.Counter
 	syncs                   prometheus.Counter
+	presenceLag             prometheus.Counter
 	entries, nodes          prometheus.Collector
 	vecs                    []prometheus.Collector
 }
@@ -42,6 +43,9 @@ func newMetrics() *metrics {
 		syncs: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_presence_syncs_total", Help: "Presence snapshots asked of other nodes (one per node seen, more after a missed update or a restart).",
 		}),
+		presenceLag: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_cluster_presence_lagging_total", Help: "Liveness sweeps skipped because this node's own presence heartbeat came back late (its inbound is behind, so others' silence proves nothing).",
+		}),
 		slow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_slow_consumer_total", Help: "Times NATS dropped messages for this node because it fell behind.",
 		}),
@@ -51,7 +55,7 @@ func newMetrics() *metrics {
 		m.pub[k] = pub.WithLabelValues(name)
 		m.recv[k] = recv.WithLabelValues(name)
 	}
-	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered, m.syncs}
+	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered, m.syncs, m.presenceLag}
 	return m
 }
 

@@ -121,6 +121,9 @@ type Node struct {
 	peerMu sync.Mutex
 	peers  map[string]*peer
 	reqSeq uint64
+	// selfHeard is when this node's own presence message last came back
+	// (presence goroutine only).
+	selfHeard time.Time
 
 	missMu  sync.Mutex
 	miss    map[uint64]missed // user chats published and not yet known to have arrived

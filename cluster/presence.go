@@ -404,7 +404,10 @@ func (n *Node) handlePresence(m *nats.Msg) {
 		return
 	}
 	if h.node == n.id {
-		return // our own, echoed by the wildcard subscription
+		// Our own, echoed by the wildcard subscription: it queued behind
+		// everything else we receive, so it tells how far behind we are.
+		n.selfHeard = time.Now()
+		return
 	}
 	n.m.presenceIn.Inc()
 	now := time.Now()
@@ -565,6 +568,17 @@ func (n *Node) applyDelta(node string, recs []byte) {
 // presenceTick forgets nodes whose heartbeat stopped and asks again for
 // snapshots that did not come.
 func (n *Node) presenceTick(now time.Time) {
+	// A node whose own heartbeats come back late has a backlog of
+	// presence messages, other nodes' heartbeats among them: their silence
+	// is ours. Dropping them would empty the view of live users and ask
+	// every one of them for a snapshot, which deepens the backlog (at a
+	// million connections on two cores this fed on itself). The sweep
+	// waits until the echo is current again; a node that did die is
+	// dropped then.
+	if !n.selfHeard.IsZero() && now.Sub(n.selfHeard) > n.view.deadAfter*2/3 {
+		n.m.presenceLag.Inc()
+		return
+	}
 	for _, dead := range n.view.sweep(now) {
 		n.forgetPeer(dead, "silent")
 	}

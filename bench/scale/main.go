@@ -128,7 +128,8 @@ func run() int {
 		c.connectTimeout = time.Duration(float64(c.conns)/1500*float64(time.Second)) + 2*time.Minute
 	}
 	if c.deadline <= 0 {
-		c.deadline = c.connectTimeout + c.hold + 8*time.Minute
+		// Above jimbench's own limit (see bench.RunParent).
+		c.deadline = c.connectTimeout + c.hold + (c.connectTimeout+c.hold)/5 + 8*time.Minute
 	}
 	if c.srcIPs == "" {
 		n := (c.conns/c.dsts + 9999) / 10000
@@ -440,7 +441,7 @@ func (s *scaler) run(ctx context.Context) error {
 	fmt.Fprintln(samples, "t_s,phase,established,failed,errors,jimd_rss_sum,jimd_rss_max,jimd_cpu_s,bench_rss,bench_procs,nats_rss,nats_cpu_s,tcp_inuse,tcp_mem_pages,tcp_tw,tcp_orphan,sockets_used,mem_used,slab,slab_unreclaim,sock_slab,conntrack")
 
 	var holdStart time.Time
-	var lateDone, holdDone bool
+	var lateDone, memDone, holdDone bool
 	var peak memSnap
 	tick := time.NewTicker(c.sample)
 	defer tick.Stop()
@@ -490,20 +491,28 @@ func (s *scaler) run(ctx context.Context) error {
 			s.sum.EstablishedAtHoldStart = ph.established
 			s.logf("hold started: %d connections logged in after %.0fs", ph.established, s.sum.ConnectWallSeconds)
 		}
-		if !holdStart.IsZero() && !lateDone && time.Since(holdStart) >= c.hold/5 {
+		if !holdStart.IsZero() && !lateDone && time.Since(holdStart) >= c.hold/6 {
 			lateDone = true
-			// Ends well before the hold-end sample.
-			s.checkCluster(ctx, addrList, c.hold/2)
+			// Ends before the late-hold sample.
+			s.checkCluster(ctx, addrList, c.hold/3)
 		}
-		if !holdStart.IsZero() && !holdDone && time.Since(holdStart) >= c.hold-2*c.sample-2*time.Second {
-			holdDone = true
+		// The memory sample reads every process's smaps and fd table,
+		// which takes minutes at a million connections and stalls the
+		// processes it reads: it runs well before the hold ends, so that
+		// neither it nor they spill into the teardown.
+		if !holdStart.IsZero() && !memDone && time.Since(holdStart) >= max(c.hold/2, c.hold-2*time.Minute-2*c.sample) {
+			memDone = true
 			s.sum.AtHoldEnd = s.withPSS(m)
-			s.sum.EstablishedAtHoldEnd = ph.established
-			s.sum.ErrorsAtHoldEnd = ph.errors
 			// Last: listing /proc/<pid>/fd fills the kernel's inode cache,
 			// which would blur the memory figures taken before it.
 			s.sum.NodeConnsEnd = s.nodeConns()
-			s.logf("hold end sample: %d connections, %d errors", ph.established, ph.errors)
+			s.logf("late-hold memory sample: %d connections, %d errors", ph.established, ph.errors)
+		}
+		if !holdStart.IsZero() && !holdDone && time.Since(holdStart) >= c.hold-2*c.sample-2*time.Second {
+			holdDone = true
+			s.sum.EstablishedAtHoldEnd = ph.established
+			s.sum.ErrorsAtHoldEnd = ph.errors
+			s.logf("hold end: %d connections, %d errors", ph.established, ph.errors)
 		}
 	}
 	s.sum.Peak = peak
