@@ -293,18 +293,31 @@ func (c *client) write(b []byte) error {
 	// never learnt, and crashes. So the connection is closed from here
 	// first, which makes Flush return with an error.
 	var t *time.Timer
-	rearms := 0
+	rearms, stuck, lastN := 0, 0, -1
 	t = time.AfterFunc(writeStall, func() {
 		// Under heavy load this goroutine may simply not have run for
 		// writeStall; then nothing waits in the kernel and the server is
-		// not to blame. Only bytes the server leaves unread (a full send
-		// queue) make a stall.
-		if n, ok := c.unsent(); ok && n == 0 && rearms < maxStallRearms {
+		// not to blame. Bytes the server leaves unread make a stall only
+		// when they stop draining: at a load average of 200 the kernel's
+		// own loopback processing can hold a few bytes for seconds.
+		n, ok := c.unsent()
+		switch {
+		case ok && n > 0 && (lastN < 0 || n < lastN):
+			stuck, lastN = 0, n // draining
+		case ok && n > 0:
+			stuck++
+		default:
 			rearms++
+		}
+		if ok && n > 0 && stuck < stallPeriods || (!ok || n == 0) && rearms <= maxStallRearms {
 			t.Reset(writeStall)
 			return
 		}
-		c.r.fail("write stalled", fmt.Errorf("server read nothing for %v", writeStall))
+		kind := "write stalled"
+		if !ok || n == 0 {
+			kind = "write stalled, nothing queued"
+		}
+		c.r.fail(kind, fmt.Errorf("server read nothing for %v", writeStall))
 		c.close()
 		if c.state.Load() == stReady {
 			c.disconnected() // ours, but lost all the same
@@ -315,13 +328,18 @@ func (c *client) write(b []byte) error {
 	return err
 }
 
-// writeStall is how long a write may wait for the server to read before the
-// connection is given up (under netpoll's own 10 s write timeout, which only
-// runs while bytes wait for the socket to drain). A write whose bytes are
-// not waiting in the kernel is given maxStallRearms more periods.
+// writeStall is the period of the write-stall guard: a write still in
+// Flush after it is checked against the kernel. Unsent bytes that do not
+// drain for stallPeriods periods make a stall; a write with nothing
+// waiting in the kernel (its goroutine was late) is given up after
+// maxStallRearms periods.
 var writeStall = 5 * time.Second
 
 const maxStallRearms = 12
+
+// stallPeriods is how many writeStall periods unsent bytes may sit without
+// draining before the server counts as not reading.
+const stallPeriods = 6
 
 // unsent returns the bytes c's socket has not yet sent or had acknowledged
 // (SIOCOUTQ), and false if the kernel cannot tell.
