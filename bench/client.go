@@ -292,40 +292,69 @@ func (c *client) write(b []byte) error {
 	// NewFDConnection its timeout path dereferences the remote address it
 	// never learnt, and crashes. So the connection is closed from here
 	// first, which makes Flush return with an error.
-	var t *time.Timer
-	rearms, stuck, lastN := 0, 0, -1
-	t = time.AfterFunc(writeStall, func() {
-		// Under heavy load this goroutine may simply not have run for
-		// writeStall; then nothing waits in the kernel and the server is
-		// not to blame. Bytes the server leaves unread make a stall only
-		// when they stop draining: at a load average of 200 the kernel's
-		// own loopback processing can hold a few bytes for seconds.
-		n, ok := c.unsent()
-		switch {
-		case ok && n > 0 && (lastN < 0 || n < lastN):
-			stuck, lastN = 0, n // draining
-		case ok && n > 0:
-			stuck++
-		default:
-			rearms++
-		}
-		if ok && n > 0 && stuck < stallPeriods || (!ok || n == 0) && rearms <= maxStallRearms {
-			t.Reset(writeStall)
-			return
-		}
-		kind := "write stalled"
-		if !ok || n == 0 {
-			kind = "write stalled, nothing queued"
-		}
-		c.r.fail(kind, fmt.Errorf("server read nothing for %v", writeStall))
-		c.close()
-		if c.state.Load() == stReady {
-			c.disconnected() // ours, but lost all the same
-		}
-	})
+	g := c.guardWrite()
 	err = w.Flush()
-	t.Stop()
+	g.stop()
 	return err
+}
+
+// stallGuard watches one write while it is in Flush.
+type stallGuard struct {
+	c                    *client
+	t                    *time.Timer
+	done                 atomic.Bool
+	rearms, stuck, lastN int // touched only by check, which never runs twice at once
+}
+
+func (c *client) guardWrite() *stallGuard {
+	g := &stallGuard{c: c, lastN: -1}
+	g.t = time.AfterFunc(writeStall, g.check)
+	return g
+}
+
+// stop ends the watch once Flush has returned.
+func (g *stallGuard) stop() {
+	g.done.Store(true)
+	g.t.Stop()
+}
+
+// check runs every writeStall period while the write is in Flush.
+func (g *stallGuard) check() {
+	// Stop cannot recall a check that is already running, and one that
+	// re-armed the timer after Flush returned would go on firing against a
+	// finished write until it gave up on it as stalled: at a million
+	// connections that closed 77 healthy ones.
+	if g.done.Load() {
+		return
+	}
+	// Under heavy load the writing goroutine may simply not have run for
+	// writeStall; then nothing waits in the kernel and the server is not to
+	// blame. Bytes the server leaves unread make a stall only when they
+	// stop draining: at a load average of 200 the kernel's own loopback
+	// processing can hold a few bytes for seconds.
+	n, ok := g.c.unsent()
+	switch {
+	case ok && n > 0 && (g.lastN < 0 || n < g.lastN):
+		g.stuck, g.lastN = 0, n // draining
+	case ok && n > 0:
+		g.stuck++
+	default:
+		g.rearms++
+	}
+	if ok && n > 0 && g.stuck < stallPeriods || (!ok || n == 0) && g.rearms <= maxStallRearms {
+		g.t.Reset(writeStall)
+		return
+	}
+	kind := "write stalled"
+	if !ok || n == 0 {
+		kind = "write stalled, nothing queued"
+	}
+	c := g.c
+	c.r.fail(kind, fmt.Errorf("server read nothing for %v", writeStall))
+	c.close()
+	if c.state.Load() == stReady {
+		c.disconnected() // ours, but lost all the same
+	}
 }
 
 // writeStall is the period of the write-stall guard: a write still in

@@ -60,6 +60,35 @@ func TestWriteStall(t *testing.T) {
 			t.Fatalf("errors %v, want one write stalled", r.errKinds)
 		}
 	})
+	t.Run("check outlives the write", func(t *testing.T) {
+		// A check already running when Flush returns re-arms the timer;
+		// the checks after it must let the finished write be.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { ln.Close() })
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		conn, err := dialConn(ctx, netip.Addr{}, ln.Addr().String(), 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &runner{errKinds: map[string]int64{}}
+		c := &client{r: r, conn: conn}
+		t.Cleanup(c.close)
+		g := c.guardWrite()
+		g.check() // late: runs while the write is still in Flush
+		g.stop()
+		for range maxStallRearms + 2 {
+			g.check()
+		}
+		r.errMu.Lock()
+		defer r.errMu.Unlock()
+		if len(r.errKinds) != 0 || c.dead.Load() {
+			t.Fatalf("finished write: errors %v, closed %v", r.errKinds, c.dead.Load())
+		}
+	})
 	t.Run("server reads", func(t *testing.T) {
 		r, err := run(t, true)
 		r.errMu.Lock()
