@@ -132,8 +132,14 @@ func TestBadgerFailedSyncNeverAcks(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The hook runs on the syncer goroutine; it is set before any append
-	// of this phase is queued.
+	// of this phase is queued. The syncer syncs batches holding a value
+	// for Badger's value log (the commit synced the rest), so the first
+	// message is that long.
 	s.syncFn = func() error { return errors.New("injected: no space left on device") }
+	big := strings.Repeat("x", int(s.vthresh))
+	if _, err := s.Append(ctx, priv("a", "b", big, "big", 2), nil); err == nil || !strings.Contains(err.Error(), "no space left") {
+		t.Fatalf("append of a value-log message with failing sync: %v", err)
+	}
 	var wg sync.WaitGroup
 	for i := 0; i < 20; i++ {
 		wg.Add(1)
