@@ -34,15 +34,7 @@ func TestWriteStall(t *testing.T) {
 				_, _ = io.Copy(io.Discard, s)
 			}
 		}()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := dialConn(ctx, netip.Addr{}, ln.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &runner{errKinds: map[string]int64{}}
-		c := &client{r: r, conn: conn}
-		t.Cleanup(c.close)
+		r, c := dialStallClient(t, ln.Addr().String())
 		if n, ok := c.unsent(); !ok || n != 0 {
 			t.Fatalf("idle connection: %d bytes unsent (ok %v), want 0", n, ok)
 		}
@@ -68,15 +60,7 @@ func TestWriteStall(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { ln.Close() })
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := dialConn(ctx, netip.Addr{}, ln.Addr().String(), 5*time.Second)
-		if err != nil {
-			t.Fatal(err)
-		}
-		r := &runner{errKinds: map[string]int64{}}
-		c := &client{r: r, conn: conn}
-		t.Cleanup(c.close)
+		r, c := dialStallClient(t, ln.Addr().String())
 		g := c.guardWrite()
 		g.check() // late: runs while the write is still in Flush
 		g.stop()
@@ -97,4 +81,19 @@ func TestWriteStall(t *testing.T) {
 			t.Fatalf("write: %v, errors %v", err, r.errKinds)
 		}
 	})
+}
+
+// dialStallClient connects a bare client, with its own runner, to addr.
+func dialStallClient(t *testing.T, addr string) (*runner, *client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	conn, err := dialConn(ctx, netip.Addr{}, addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &runner{errKinds: map[string]int64{}}
+	c := &client{r: r, conn: conn}
+	t.Cleanup(c.close)
+	return r, c
 }
