@@ -207,11 +207,11 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	// SyncWrites: Badger syncs its memtable log at the end of each commit,
 	// on its own write goroutine, and the commit returns after it. That is
 	// the same group commit (one transaction, so one sync, per batch) as a
-	// DB.Sync on a goroutine of ours after the commit, but measured here
-	// 104-112k messages/s instead of 76-79k: the log is a shared memory
-	// map, and a sync running beside the next commit made that commit's
-	// writes into the map wait for the sync's I/O (commits took twice as
-	// long while syncs ran; without syncs at all, 156-166k/s).
+	// DB.Sync on a goroutine of ours after the commit, but 1,000 writers
+	// get 103k messages/s instead of 80k (docs/BENCHMARKS.md, Storage):
+	// the log is a shared memory map, and a sync running beside the next
+	// commit made that commit's writes into the map wait for the sync's
+	// I/O (commits took twice as long while syncs ran).
 	bo := badger.DefaultOptions(dir).
 		WithSyncWrites(true).
 		WithDetectConflicts(false).
