@@ -452,10 +452,13 @@ func (l *loopState) multicast(m *codec.Outbound, conns []*conn) {
 // that pass's duration has passed since it began, at most paceMax: messages
 // arriving meanwhile are merged into one write per connection. Replies and
 // deliveries to single connections (the dirty list) are never held back.
+// A 300 ms cap against 150 ms halved both processes' CPU at 100,000
+// deliveries a second to a 10,000-member group and lowered the p99 (see
+// docs/BENCHMARKS.md, "Round 4").
 var (
 	paceMin    = 10 * time.Millisecond
 	paceFactor = int64(3)
-	paceMax    = int64(150 * time.Millisecond)
+	paceMax    = int64(300 * time.Millisecond)
 )
 
 // armPaceLocked arranges for a pass in d nanoseconds, unless one is armed.
@@ -527,12 +530,13 @@ func (l *loopState) Run(context.Context) error {
 		// Consecutive messages to the same connections (one group's) are
 		// queued together: each connection is locked once for all of them.
 		list := jobs[done].conns
-		k := done + 1
-		for k < len(jobs) && sameConns(jobs[k].conns, list) && (k-done+1)*len(list) <= passBudget {
+		k, size := done+1, jobBytes(jobs[done])
+		for k < len(jobs) && sameConns(jobs[k].conns, list) && size+jobBytes(jobs[k]) <= passBudget {
+			size += jobBytes(jobs[k])
 			k++
 		}
 		batch = l.fanout(jobs[done:k], batch)
-		work += (k - done) * len(list)
+		work += size
 		clear(jobs[done:k])
 		done = k
 	}
@@ -574,21 +578,53 @@ func (l *loopState) Run(context.Context) error {
 	return nil
 }
 
-// passBudget bounds the deliveries one pass queues from fan-out jobs (about
-// tens of milliseconds of work); what is left goes to the next pass. A
-// variable only so that tests can make backlogs span passes.
-var passBudget = 100_000
+// passBudget bounds the bytes one pass queues from fan-out jobs, each job
+// counted once per connection it goes to; what is left goes to the next
+// pass. A pass costs about one write per connection for every flushEarly
+// bytes, since the connections share the joined frames, so 256 MiB is a few
+// hundred milliseconds of writes at loopback speed: long enough to drain a
+// backlog in one or two passes, short enough that the loop soon reads its
+// connections again. (A budget of 100,000 deliveries, about 20 messages for
+// a loop holding 5,000 members of one group, kept a backlog from ever
+// draining at 200 messages a second.) A variable only so that tests can make
+// backlogs span passes.
+var passBudget = 256 << 20
+
+// jobBytes is about what j puts on the wire: its message, framed, on each of
+// its connections.
+func jobBytes(j multicastJob) int { return (len(j.m.JSON) + 14) * len(j.conns) }
 
 // fanout queues the messages of jobs, which share one connection list, on
 // each of those connections, and returns batch with those that were not yet
 // waiting for this pass's flush.
+//
+// Every connection of the list gets the same bytes, so the jobs' frames are
+// joined once per protocol and each connection holds a reference to the
+// joined segments instead of a copy: copying every message into every
+// connection's buffer (and growing those buffers) was a fifth of the
+// server's time at two million deliveries a second.
 func (l *loopState) fanout(jobs []multicastJob, batch []*conn) []*conn {
+	var segs [2][][]byte // by protocol: TCP, WebSocket
 	for _, c := range jobs[0].conns {
-		for next := 0; next < len(jobs); {
-			var add, full, over bool
-			next, add, full, over = c.queueJobs(jobs, next)
+		var p int
+		switch codec.Proto(c.proto.Load()) {
+		case codec.ProtoTCP:
+			p = 0
+		case codec.ProtoWS:
+			p = 1
+		default:
+			continue
+		}
+		if segs[p] == nil {
+			segs[p] = joinFrames(jobs, p == 1)
+		}
+		for _, seg := range segs[p] {
+			add, full, over, closed := c.queueShared(seg)
 			if over {
 				c.slow()
+				break
+			}
+			if closed {
 				break
 			}
 			if add {
@@ -607,35 +643,56 @@ func (l *loopState) fanout(jobs []multicastJob, batch []*conn) []*conn {
 	return batch
 }
 
-// queueJobs appends the frames of jobs[next:] to c until flushEarly bytes
-// wait, under one lock, and returns where it stopped; add tells that c must
-// join the pass's batch, full that it should be written now, over that it
-// went over its outbound cap (and is now closed).
-func (c *conn) queueJobs(jobs []multicastJob, next int) (stop int, add, full, over bool) {
+// joinFrames returns the frames of jobs' messages (WebSocket frames when ws)
+// joined into segments of at most flushEarly bytes, or of one bigger frame;
+// a lone frame is its own segment, not a copy.
+func joinFrames(jobs []multicastJob, ws bool) [][]byte {
+	frame := func(m *codec.Outbound) []byte {
+		if ws {
+			return m.WS()
+		}
+		return m.TCP()
+	}
+	var segs [][]byte
+	for i := 0; i < len(jobs); {
+		first := frame(jobs[i].m)
+		k, n := i+1, len(first)
+		for k < len(jobs) && n+len(frame(jobs[k].m)) <= flushEarly {
+			n += len(frame(jobs[k].m))
+			k++
+		}
+		if k == i+1 {
+			segs = append(segs, first)
+		} else {
+			seg := make([]byte, 0, n)
+			for _, j := range jobs[i:k] {
+				seg = append(seg, frame(j.m)...)
+			}
+			segs = append(segs, seg)
+		}
+		i = k
+	}
+	return segs
+}
+
+// queueShared appends seg, shared by many connections and never modified,
+// to c's outbound bytes. add tells that c must join the pass's batch, full
+// that it should be written now, over that it went over its outbound cap
+// (and is now closed), closed that it was closed already.
+func (c *conn) queueShared(seg []byte) (add, full, over, closed bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.isClosed() {
-		return len(jobs), false, false, false
+		return false, false, false, true
 	}
-	for ; next < len(jobs); next++ {
-		frame := c.frame(jobs[next].m)
-		if frame == nil {
-			return len(jobs), false, false, false
-		}
-		if !c.appendLocked(frame) {
-			return len(jobs), false, false, true
-		}
-		if len(c.out) >= flushEarly {
-			next++
-			full = true
-			break
-		}
+	if !c.appendLocked(seg) {
+		return false, false, true, false
 	}
 	// queued means "a pass will flush it": this one, so it joins the
 	// batch rather than the loop's dirty list.
 	add = !c.queued
 	c.queued = true
-	return next, add, full, false
+	return add, len(c.out) >= flushEarly, false, false
 }
 
 // sameConns reports whether a and b are the same list (not merely equal).

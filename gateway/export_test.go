@@ -2,7 +2,7 @@ package gateway
 
 import "time"
 
-// SetPassBudget sets how many deliveries one loop pass queues from fan-out
+// SetPassBudget sets how many bytes one loop pass queues from fan-out
 // jobs, for tests of backlogs that span passes; it returns the old value.
 func SetPassBudget(n int) int {
 	old := passBudget
