@@ -452,12 +452,13 @@ func (l *loopState) multicast(m *codec.Outbound, conns []*conn) {
 // that pass's duration has passed since it began, at most paceMax: messages
 // arriving meanwhile are merged into one write per connection. Replies and
 // deliveries to single connections (the dirty list) are never held back.
-// A 300 ms cap against 150 ms halved both processes' CPU at 100,000
-// deliveries a second to a 10,000-member group and lowered the p99 (see
-// docs/BENCHMARKS.md, "Round 4").
+// Twice the pass, at most 300 ms, gave the lowest p99 of the settings tried
+// at both 100,000 and 2,000,000 deliveries a second to a 10,000-member group
+// (docs/BENCHMARKS.md, "Round 4"): pacing less writes more and the client
+// and server then compete for the cores, pacing more holds messages longer.
 var (
 	paceMin    = 10 * time.Millisecond
-	paceFactor = int64(3)
+	paceFactor = int64(2)
 	paceMax    = int64(300 * time.Millisecond)
 )
 
