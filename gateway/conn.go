@@ -532,8 +532,12 @@ func (l *loopState) Run(context.Context) error {
 		// queued together: each connection is locked once for all of them.
 		list := jobs[done].conns
 		k, size := done+1, jobBytes(jobs[done])
-		for k < len(jobs) && sameConns(jobs[k].conns, list) && size+jobBytes(jobs[k]) <= passBudget {
-			size += jobBytes(jobs[k])
+		for k < len(jobs) && sameConns(jobs[k].conns, list) {
+			n := jobBytes(jobs[k])
+			if size+n > passBudget {
+				break
+			}
+			size += n
 			k++
 		}
 		batch = l.fanout(jobs[done:k], batch)
@@ -648,18 +652,12 @@ func (l *loopState) fanout(jobs []multicastJob, batch []*conn) []*conn {
 // joined into segments of at most flushEarly bytes, or of one bigger frame;
 // a lone frame is its own segment, not a copy.
 func joinFrames(jobs []multicastJob, ws bool) [][]byte {
-	frame := func(m *codec.Outbound) []byte {
-		if ws {
-			return m.WS()
-		}
-		return m.TCP()
-	}
 	var segs [][]byte
 	for i := 0; i < len(jobs); {
-		first := frame(jobs[i].m)
+		first := jobs[i].frame(ws)
 		k, n := i+1, len(first)
-		for k < len(jobs) && n+len(frame(jobs[k].m)) <= flushEarly {
-			n += len(frame(jobs[k].m))
+		for k < len(jobs) && n+len(jobs[k].frame(ws)) <= flushEarly {
+			n += len(jobs[k].frame(ws))
 			k++
 		}
 		if k == i+1 {
@@ -667,13 +665,21 @@ func joinFrames(jobs []multicastJob, ws bool) [][]byte {
 		} else {
 			seg := make([]byte, 0, n)
 			for _, j := range jobs[i:k] {
-				seg = append(seg, frame(j.m)...)
+				seg = append(seg, j.frame(ws)...)
 			}
 			segs = append(segs, seg)
 		}
 		i = k
 	}
 	return segs
+}
+
+// frame is j's message framed for WebSocket when ws, else for J-IM TCP.
+func (j multicastJob) frame(ws bool) []byte {
+	if ws {
+		return j.m.WS()
+	}
+	return j.m.TCP()
 }
 
 // queueShared appends seg, shared by many connections and never modified,

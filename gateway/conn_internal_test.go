@@ -96,13 +96,6 @@ func TestJoinFrames(t *testing.T) {
 	}
 }
 
-func (j multicastJob) frame(ws bool) []byte {
-	if ws {
-		return j.m.WS()
-	}
-	return j.m.TCP()
-}
-
 // isFrameOf reports whether seg is exactly one of jobs' frames.
 func isFrameOf(seg []byte, jobs []multicastJob, ws bool) bool {
 	for _, j := range jobs {
