@@ -293,6 +293,16 @@ type ChatAck struct {
 	Seq      uint64 `json:"seq"`
 }
 
+// AppendResp appends r encoded as Marshal encodes it. Encoding into a
+// buffer the caller sized saves Marshal's copy of its result.
+func AppendResp(dst []byte, r *Resp) ([]byte, error) {
+	n := len(dst)
+	if err := encoder.EncodeInto(&dst, r, encoder.ValidateString); err != nil {
+		return dst[:n], err
+	}
+	return dst, nil
+}
+
 // StatusResp encodes the common reply {"code","command","msg"} for a status.
 func StatusResp(cmd Cmd, s Status) []byte {
 	b, _ := jsonAPI.Marshal(&Resp{Code: s, Command: cmd, Msg: s.Msg()})
@@ -319,6 +329,17 @@ func AppendChatForward(dst []byte, c *ChatBody) ([]byte, error) {
 		return dst[:n], err
 	}
 	return append(dst, '}'), nil
+}
+
+// ChatForwardLen is about the length of c's AppendChatForward encoding,
+// enough for one allocation to hold it unless much of the text needs
+// escaping. Growing from a small buffer took several allocations per
+// message, the largest allocation cost of a private chat.
+func ChatForwardLen(c *ChatBody) int {
+	// The wrapper, every field name and the numbers at their longest.
+	const fixed = 200
+	text := len(c.Content) + len(c.From) + len(c.GroupID) + len(c.ID) + len(c.To)
+	return fixed + text + text/8 + len(c.Extras)
 }
 
 // Fixed replies, encoded once.

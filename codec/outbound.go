@@ -13,6 +13,8 @@ type Outbound struct {
 
 	tcp atomic.Pointer[[]byte]
 	ws  atomic.Pointer[[]byte]
+	// tcpPre is the TCP frame NewOutboundRoom built around the JSON, or nil.
+	tcpPre []byte
 }
 
 // NewOutbound returns an Outbound for cmd carrying json. Set Seq and HasSeq
@@ -21,9 +23,34 @@ func NewOutbound(cmd Cmd, json []byte) *Outbound {
 	return &Outbound{Cmd: cmd, JSON: json}
 }
 
+// TCPRoom is how many spare bytes NewOutboundRoom needs in front of the
+// JSON: the longest TCP header.
+const TCPRoom = tcpHeaderSeqLen
+
+// NewOutboundRoom returns an Outbound for cmd whose JSON is buf[TCPRoom:],
+// the first TCPRoom bytes of buf being spare. The TCP frame is the header,
+// written into that room, and the JSON after it: one buffer serves both,
+// where NewOutbound's first TCP call copies the JSON into a new frame. A
+// delivery to one connection is encoded once and then never copied; most
+// connections speak TCP. seq and hasSeq set Seq and HasSeq, which must not
+// change afterwards.
+func NewOutboundRoom(cmd Cmd, seq int32, hasSeq bool, buf []byte) *Outbound {
+	json := buf[TCPRoom:]
+	hdr := tcpHeaderLen
+	if hasSeq {
+		hdr = tcpHeaderSeqLen
+	}
+	frame := buf[TCPRoom-hdr:]
+	appendTCPHeader(frame[:0], cmd, seq, hasSeq, len(json))
+	return &Outbound{Cmd: cmd, Seq: seq, HasSeq: hasSeq, JSON: json, tcpPre: frame}
+}
+
 // TCP returns the J-IM TCP frame (see AppendTCP), built on first use. It is
 // safe for concurrent use; callers must not modify the result.
 func (o *Outbound) TCP() []byte {
+	if o.tcpPre != nil {
+		return o.tcpPre
+	}
 	if p := o.tcp.Load(); p != nil {
 		return *p
 	}

@@ -113,6 +113,11 @@ func decodeTCP(buf []byte, maxBody int, dropping bool, drop Cmd) (f TCPFrame, n 
 // AppendTCP appends one frame as J-IM's encoder writes it: 01 51 cmd len body,
 // or 01 F1 seq cmd len body when hasSeq, all big-endian.
 func AppendTCP(dst []byte, cmd Cmd, seq int32, hasSeq bool, body []byte) []byte {
+	return append(appendTCPHeader(dst, cmd, seq, hasSeq, len(body)), body...)
+}
+
+// appendTCPHeader appends the header of a frame whose body is n bytes long.
+func appendTCPHeader(dst []byte, cmd Cmd, seq int32, hasSeq bool, n int) []byte {
 	if hasSeq {
 		dst = append(dst, TCPVersion, MaskOutSeq)
 		dst = binary.BigEndian.AppendUint32(dst, uint32(seq))
@@ -120,6 +125,5 @@ func AppendTCP(dst []byte, cmd Cmd, seq int32, hasSeq bool, body []byte) []byte 
 		dst = append(dst, TCPVersion, MaskOut)
 	}
 	dst = append(dst, byte(cmd))
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(body)))
-	return append(dst, body...)
+	return binary.BigEndian.AppendUint32(dst, uint32(n))
 }

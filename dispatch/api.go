@@ -128,7 +128,7 @@ func (d *Dispatcher) apiSend(r APIRequest, reply func(APIResponse)) {
 		from = apiSender
 	}
 	if !d.pool.trySubmit(apiKey(from), func() {
-		d.chat(from, &cb, false, func(resp []byte) { reply(apiJSON(http.StatusOK, resp)) })
+		d.chat(from, &cb, false, func(resp roomy) { reply(apiJSON(http.StatusOK, resp.json())) })
 	}) {
 		d.m.queueFull.Inc()
 		reply(apiJSON(http.StatusServiceUnavailable, codec.StatusResp(codec.CmdChatResp, codec.StatusBusy)))

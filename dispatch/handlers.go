@@ -263,7 +263,23 @@ func (d *Dispatcher) handleChat(c Conn, p *Packet) {
 		d.reply(c, p, codec.CmdChatResp, codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
 		return
 	}
-	d.chat(c.UserID(), &cb, true, func(resp []byte) { d.reply(c, p, codec.CmdChatResp, resp) })
+	d.chat(c.UserID(), &cb, true, func(resp roomy) {
+		d.send(c, codec.NewOutboundRoom(codec.CmdChatResp, p.Seq, p.HasSeq, resp))
+	})
+}
+
+// roomy is a reply's JSON after codec.TCPRoom spare bytes, so that its TCP
+// frame is built in place (codec.NewOutboundRoom). The chat path uses it:
+// the ack is its most frequent reply.
+type roomy []byte
+
+// json returns the JSON without the room.
+func (r roomy) json() []byte { return r[codec.TCPRoom:] }
+
+// withRoom copies json after a room: for the rare replies encoded elsewhere
+// (the fixed status replies).
+func withRoom(json []byte) roomy {
+	return append(make([]byte, codec.TCPRoom, codec.TCPRoom+len(json)), json...)
 }
 
 // chat stores and delivers one chat message from user from, and hands the
@@ -275,7 +291,7 @@ func (d *Dispatcher) handleChat(c Conn, p *Packet) {
 // queued and the rest runs when the store reports it durable, on the
 // conversation's ordered queue. That lets one group commit hold as many
 // messages as are in flight, and keeps each conversation in seq order.
-func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, done func([]byte)) {
+func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, done func(roomy)) {
 	cb.Normalize()
 	clientID := cb.ID
 	// The sender is whoever is logged in, whatever the body claims.
@@ -289,7 +305,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 	switch cb.ChatType {
 	case codec.ChatTypePrivate:
 		if cb.To == "" {
-			done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
 			return
 		}
 		cb.GroupID = ""
@@ -300,18 +316,18 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 	case codec.ChatTypeGroup:
 		gid := cb.GroupID
 		if gid == "" {
-			done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
 			return
 		}
 		cb.To = ""
 		if checkMember && !d.hub.inGroup(from, gid) {
-			done(codec.StatusResp(codec.CmdChatResp, codec.StatusForbidden))
+			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusForbidden)))
 			return
 		}
 		members, err := d.store.GroupMembers(d.ctx, gid)
 		if err != nil {
 			d.log.Warn("dispatch: group members", "group", gid, "err", err)
-			done(codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed))
+			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed)))
 			return
 		}
 		msg.GroupID, msg.Conv = gid, storage.GroupConv(gid)
@@ -321,7 +337,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 			}
 		}
 	default:
-		done(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
+		done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
 		return
 	}
 
@@ -339,10 +355,10 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 // sender's reply. Recipients are looked up again now: whoever came online
 // since the append gets it live (and possibly from the offline queue too,
 // which the client de-duplicates by id), whoever left is queued offline.
-func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offline []string, clientID string, ack storage.Ack, err error) []byte {
+func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offline []string, clientID string, ack storage.Ack, err error) roomy {
 	if err != nil {
 		d.log.Warn("dispatch: storing chat", "from", msg.From, "conv", msg.Conv, "err", err)
-		return codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed)
+		return withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusStoreFailed))
 	}
 	ackData := &codec.ChatAck{ClientID: clientID, ID: ack.ID, Seq: ack.Seq}
 	if ack.Duplicate {
@@ -352,11 +368,15 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 		return d.chatResp(codec.StatusOK, ackData)
 	}
 	cb.ID, cb.Seq = ack.ID, ack.Seq
-	fwd, err := codec.AppendChatForward(nil, cb)
+	// Encoded once, with room for the TCP header in front (NewOutboundRoom).
+	buf := make([]byte, codec.TCPRoom, codec.TCPRoom+codec.ChatForwardLen(cb))
+	buf, err = codec.AppendChatForward(buf, cb)
 	if err != nil {
 		d.log.Error("dispatch: encoding chat", "err", err)
-		return codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)
+		return withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed))
 	}
+	out := codec.NewOutboundRoom(codec.CmdChatReq, 0, false, buf)
+	fwd := out.JSON
 	var f *fanout
 	if cb.ChatType == codec.ChatTypePrivate {
 		// Looked up now, not at the append: whoever came online since gets
@@ -369,7 +389,7 @@ func (d *Dispatcher) finishChat(msg *storage.Message, cb *codec.ChatBody, offlin
 		f = d.hub.groupFanout(cb.GroupID)
 	}
 	start := time.Now()
-	n, missed := d.deliver(f, codec.NewOutbound(codec.CmdChatReq, fwd))
+	n, missed := d.deliver(f, out)
 	d.m.fanout.Observe(time.Since(start).Seconds())
 	remote := false
 	if d.cluster != nil {
@@ -462,8 +482,16 @@ func (d *Dispatcher) deliverMany(f *fanout, o *codec.Outbound) (int, []string) {
 	return n, missed
 }
 
-func (d *Dispatcher) chatResp(s codec.Status, ack *codec.ChatAck) []byte {
-	return d.marshal(&codec.Resp{Code: s, Command: codec.CmdChatResp, Msg: s.Msg(), Data: ack})
+func (d *Dispatcher) chatResp(s codec.Status, ack *codec.ChatAck) roomy {
+	msg := s.Msg()
+	// The field names and numbers take under 96 bytes.
+	buf := make([]byte, codec.TCPRoom, codec.TCPRoom+96+len(msg)+len(ack.ClientID)+len(ack.ID))
+	buf, err := codec.AppendResp(buf, &codec.Resp{Code: s, Command: codec.CmdChatResp, Msg: msg, Data: ack})
+	if err != nil {
+		d.log.Error("dispatch: encoding reply", "err", err)
+		return withRoom(codec.StatusResp(codec.CmdUnknown, codec.StatusUnknownCmd))
+	}
+	return buf
 }
 
 // handleClose is cmd 14. Without a userId it closes this connection; with
