@@ -1,10 +1,7 @@
 package bench
 
 import (
-	"bytes"
 	"context"
-	"io"
-	"net/http"
 	"strconv"
 	"sync"
 	"time"
@@ -30,19 +27,24 @@ func (r *runner) startPush(ctx context.Context, wg *sync.WaitGroup) {
 		r.fail("no push targets connected", nil)
 		return
 	}
-	tr := &http.Transport{
-		MaxIdleConnsPerHost: pushWorkers,
-		MaxConnsPerHost:     pushWorkers,
-		IdleConnTimeout:     30 * time.Second,
-	}
-	hc := &http.Client{Transport: tr, Timeout: 10 * time.Second}
 	jobs := make(chan *client, pushWorkers)
 	var inner sync.WaitGroup
 	for range pushWorkers {
 		inner.Go(func() {
 			var body []byte
+			conns := map[string]*postConn{}
+			defer func() {
+				for _, pc := range conns {
+					pc.close()
+				}
+			}()
 			for c := range jobs {
-				body = r.pushOne(hc, c, body)
+				pc := conns[c.addr]
+				if pc == nil {
+					pc = &postConn{addr: c.addr, timeout: 10 * time.Second}
+					conns[c.addr] = pc
+				}
+				body = r.pushOne(pc, c, body)
 			}
 		})
 	}
@@ -58,36 +60,28 @@ func (r *runner) startPush(ctx context.Context, wg *sync.WaitGroup) {
 		})
 		close(jobs)
 		inner.Wait()
-		tr.CloseIdleConnections()
 	})
 }
 
-func (r *runner) pushOne(hc *http.Client, c *client, body []byte) []byte {
+func (r *runner) pushOne(pc *postConn, c *client, body []byte) []byte {
 	now := time.Now().UnixNano()
 	body = append(body[:0], `{"from":"`+r.cfg.UserPrefix+`-push","to":"`+c.user+`","chatType":2,"msgType":0,"content":"t=`...)
 	body = append(strconv.AppendInt(body, now, 10), '"', '}')
-	req, err := http.NewRequest(http.MethodPost, "http://"+c.addr+"/api/message/send", bytes.NewReader(body))
-	if err != nil {
-		r.fail("push request", err)
-		return body
-	}
-	req.Header.Set("Content-Type", "application/json")
+	var headers []string
 	if r.cfg.APIKey != "" {
-		req.Header.Set("X-API-Key", r.cfg.APIKey)
+		headers = []string{"X-API-Key", r.cfg.APIKey}
 	}
 	counted := now >= r.measureStart.Load()
 	if counted {
 		r.sent.Add(1)
 	}
-	resp, err := hc.Do(req)
+	code, rb, err := pc.post("/api/message/send", body, headers...)
 	if err != nil {
 		r.fail("push http", err)
 		return body
 	}
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		r.fail("push http "+strconv.Itoa(resp.StatusCode), nil)
+	if code != 200 {
+		r.fail("push http "+strconv.Itoa(code), nil)
 		return body
 	}
 	if !counted {
