@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -373,6 +374,13 @@ func AppendResponse(dst []byte, code int, contentType string, body []byte, keepA
 	if reason == "" {
 		reason = "Status"
 	}
+	// One allocation for the whole response: the fixed text and the
+	// numbers take under 112 bytes.
+	need := 112 + len(reason) + len(contentType) + len(body)
+	for _, e := range extra {
+		need += len(e) + 2
+	}
+	dst = slices.Grow(dst, need)
 	dst = append(dst, "HTTP/1.1 "...)
 	dst = strconv.AppendInt(dst, int64(code), 10)
 	dst = append(dst, ' ')
