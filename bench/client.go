@@ -58,6 +58,22 @@ type client struct {
 	readAt int64
 }
 
+// handlerFor returns the read handler of c's connection attempt gen. Input
+// that reaches an attempt superseded by a later one is dropped.
+func (c *client) handlerFor(gen uint32) netpoll.OnRequest {
+	return func(ctx context.Context, conn netpoll.Connection) error {
+		if c.gen.Load() != gen {
+			// netpoll calls the handler in a loop until the input is
+			// read or the connection is closed by this side; returning
+			// with bytes unread would spin its poller for ever, and
+			// every connection on that poller would go deaf.
+			discard(conn)
+			return nil
+		}
+		return c.onRequest(ctx, conn)
+	}
+}
+
 // onRequest consumes every readable byte, because netpoll calls it again in
 // a loop for as long as unread input remains: a partial frame is copied to
 // c.pend instead of being left in the connection's buffer.
@@ -69,6 +85,10 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 	}
 	b, err := rd.Next(n)
 	if err != nil {
+		// Unread input would keep netpoll calling this handler (see
+		// discard); a reader that cannot be read is of no further use.
+		discard(conn)
+		c.closeFromHandler()
 		return err
 	}
 	c.readAt = time.Now().UnixNano()
@@ -111,7 +131,20 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 // for ever, so the close happens on a goroutine of its own.
 func (c *client) closeFromHandler() {
 	c.ours.Store(true)
-	go func() { _ = c.conn.Close() }()
+	// The connection is taken now: by the time the goroutine runs, a
+	// retry may have put another connection in c.conn.
+	conn := c.conn
+	go func() { _ = conn.Close() }()
+}
+
+// discard drops whatever conn has buffered, for a handler that wants none
+// of it.
+func discard(conn netpoll.Connection) {
+	rd := conn.Reader()
+	if n := rd.Len(); n > 0 {
+		_ = rd.Skip(n)
+	}
+	_ = rd.Release()
 }
 
 // close closes the connection from this side; onClose then counts nothing
@@ -174,7 +207,13 @@ func (c *client) consume(data []byte) (int, error) {
 				}
 				cmd = int(v)
 			case wsOpPing:
-				_ = c.writeWS(wsOpPong, body)
+				// Not written here: a sender holding wmu may be waiting
+				// in Flush for this very poller to report the socket
+				// writable, and waiting for wmu on the poller would
+				// deadlock both. body lives in netpoll's buffer, which
+				// is released when this handler returns.
+				pong := AppendWSClientFrame(nil, wsOpPong, body, maskKey())
+				go func() { _ = c.write(pong) }()
 				continue
 			case wsOpClose:
 				// The server ends the session; the TCP close follows.
@@ -390,10 +429,6 @@ func (c *client) send(scratch *[]byte, cmd byte, body []byte) error {
 		*scratch = codec.AppendTCP((*scratch)[:0], codec.Cmd(cmd), 0, false, body)
 	}
 	return c.write(*scratch)
-}
-
-func (c *client) writeWS(op byte, payload []byte) error {
-	return c.write(AppendWSClientFrame(nil, op, payload, maskKey()))
 }
 
 // maskKey returns a fresh masking key. RFC 6455 wants it unpredictable to

@@ -670,12 +670,7 @@ func (r *runner) dialOne(ctx context.Context, c *client) {
 		}
 		return c.onClose(ctx, gen)
 	})
-	_ = conn.SetOnRequest(func(ctx context.Context, conn netpoll.Connection) error {
-		if c.gen.Load() != gen {
-			return nil
-		}
-		return c.onRequest(ctx, conn)
-	})
+	_ = conn.SetOnRequest(c.handlerFor(gen))
 	if err := c.start(r.cfg.Password); err != nil {
 		c.close()
 		r.retryOrFail(ctx, c, gen, "dial", fmt.Sprintf("%s: %v", dst, err))

@@ -175,6 +175,10 @@ func TestBadgerFailedCommitNeverAcks(t *testing.T) {
 
 func TestBadgerClosedDB(t *testing.T) {
 	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	// The filters' scans at open iterate the database, and Badger panics
+	// on an iterator of a closed database; Close waits for them, but this
+	// test pulls the database away behind the store's back.
+	waitFiltersBuilt(t, s)
 	s.db.Close() // the database goes away under the store
 	if a, err := s.Append(ctx, priv("a", "b", "x", "", 1), nil); err == nil {
 		t.Fatalf("append on a closed database acked %+v", a)
@@ -406,5 +410,18 @@ func TestBadgerMergedBatchesWithReads(t *testing.T) {
 	}
 	if total != writers*per {
 		t.Fatalf("%d messages stored, want %d", total, writers*per)
+	}
+}
+
+// waitFiltersBuilt waits for the de-duplication and joined-user filters that
+// OpenBadger builds in the background.
+func waitFiltersBuilt(t *testing.T, s *Badger) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.dedupF.ready.Load() || !s.joinedF.ready.Load() {
+		if time.Now().After(deadline) {
+			t.Fatal("filters not built after 10s")
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
