@@ -276,12 +276,25 @@ func (c *conn) closeNow(reason string) {
 // plaintext is encrypted: the TLS engine is owned by the loop, while sendRaw
 // is called from any goroutine.
 func (c *conn) flush() {
+	out, shared, closeAfter := c.take()
+	c.write(out, shared, closeAfter)
+}
+
+// take hands over what is queued for c: the bytes, whether they are shared
+// (never recycled), and whether c closes after them.
+func (c *conn) take() (out []byte, shared, closeAfter bool) {
 	c.mu.Lock()
-	out, shared := c.out, c.outShared
+	out, shared = c.out, c.outShared
 	c.out, c.outShared = nil, false
 	c.queued = false
-	closeAfter := c.closeAfter
+	closeAfter = c.closeAfter
 	c.mu.Unlock()
+	return out, shared, closeAfter
+}
+
+// write writes out, taken from c, through gnet (or the TLS engine) and then
+// closes c if closeAfter, or settles its outbound accounting.
+func (c *conn) write(out []byte, shared, closeAfter bool) {
 	if len(out) > 0 {
 		var err error
 		if c.tls != nil {
@@ -306,6 +319,12 @@ func (c *conn) flush() {
 		_ = c.gc.Close()
 		return
 	}
+	c.settle()
+}
+
+// settle records what gnet still holds for c after a write and closes c as
+// a slow consumer if that is over its outbound cap.
+func (c *conn) settle() {
 	n := c.gc.OutboundBuffered()
 	c.mu.Lock()
 	c.buffered = int32(min(n, math.MaxInt32))
@@ -346,6 +365,15 @@ type loopState struct {
 	paceArmed bool  // a timer will schedule a pass
 
 	reads atomic.Uint64 // OnTraffic calls, for TrimStats
+
+	// The loop's io_uring and its scratch (see flushAll); only the loop's
+	// goroutine touches them.
+	ring     *ring
+	ringDead bool
+	pending  []pendingWrite
+	ringFDs  []int32
+	ringBufs [][]byte
+	ringRes  []int32
 }
 
 func (l *loopState) add(c *conn) {
@@ -406,10 +434,7 @@ func (l *loopState) endInline() {
 	if batch == nil {
 		return
 	}
-	for i, c := range batch {
-		c.flush()
-		batch[i] = nil
-	}
+	l.flushAll(batch)
 	l.mu.Lock()
 	if l.spare == nil {
 		l.spare = batch[:0]
@@ -553,10 +578,7 @@ func (l *loopState) Run(context.Context) error {
 		rest = slices.Clone(jobs[done:])
 		clear(jobs[done:])
 	}
-	for i, c := range batch {
-		c.flush()
-		batch[i] = nil
-	}
+	l.flushAll(batch)
 	l.mu.Lock()
 	l.spare = batch[:0]
 	if took {

@@ -17,3 +17,26 @@ func SetPacing(min, max time.Duration, factor int64) (restore func()) {
 	paceMin, paceMax, paceFactor = min, int64(max), factor
 	return func() { paceMin, paceMax, paceFactor = oldMin, oldMax, oldFactor }
 }
+
+// RingSends is how many sends the server's loops made through io_uring,
+// and how many of them the socket did not take whole.
+func RingSends(s *Server) (sends, short uint64) { return s.ringSends.Load(), s.ringShort.Load() }
+
+// RingAvailable reports whether this kernel lets the server use io_uring.
+func RingAvailable() bool {
+	r, err := newRing(8)
+	if err != nil {
+		return false
+	}
+	r.close()
+	return true
+}
+
+// SetSocketSendBuffer sets SO_SNDBUF of the connections of servers started
+// afterwards (0: the kernel's autotuning) and returns a function that
+// restores it: a small one fills, as a slow reader's does, within a test.
+func SetSocketSendBuffer(n int) (restore func()) {
+	old := sockSendBuf
+	sockSendBuf = n
+	return func() { sockSendBuf = old }
+}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"jim/codec"
+	"jim/dispatch"
 	"jim/gateway"
 )
 
@@ -16,26 +17,46 @@ import (
 // (the group is larger than the size from which dispatch uses them), with
 // several event loops and a burst that makes passes merge messages.
 func TestGroupMulticastOrderAndCount(t *testing.T) {
-	t.Run("one pass", func(t *testing.T) { testGroupMulticast(t) })
+	t.Run("one pass", func(t *testing.T) { testGroupMulticast(t, 0, false) })
+	// Frames of 8 KiB, 480 KB per member while the test reads the members
+	// one after another: the sockets fill, sends through io_uring come
+	// back short or refused, and gnet must take the rest in order.
+	t.Run("full sockets", func(t *testing.T) {
+		t.Cleanup(gateway.SetSocketSendBuffer(16 << 10))
+		testGroupMulticast(t, 8<<10, false)
+	})
+	// The same through one write call per connection.
+	t.Run("write calls", func(t *testing.T) {
+		t.Cleanup(gateway.SetSocketSendBuffer(16 << 10))
+		testGroupMulticast(t, 8<<10, true)
+	})
 	// A budget smaller than one job: every job is carried to a later pass,
 	// which must keep the order.
 	t.Run("backlog over passes", func(t *testing.T) {
 		old := gateway.SetPassBudget(5)
 		t.Cleanup(func() { gateway.SetPassBudget(old) })
-		testGroupMulticast(t)
+		testGroupMulticast(t, 0, false)
 	})
 	// Every fan-out pass paced (even a short one holds the next back by up
 	// to 20 ms): held jobs, passes woken only for replies, and the timer
 	// must keep the count and the order.
 	t.Run("paced", func(t *testing.T) {
 		t.Cleanup(gateway.SetPacing(0, 20*time.Millisecond, 1000))
-		testGroupMulticast(t)
+		testGroupMulticast(t, 0, false)
 	})
 }
 
-func testGroupMulticast(t *testing.T) {
-	s := startServer(t, nil)
-	const tcpN, wsN, msgs = 12, 6, 300
+// testGroupMulticast pads every message's content with pad bytes; noRing
+// turns io_uring off. With it on, where the kernel has it, the test fails
+// unless the passes went through it.
+func testGroupMulticast(t *testing.T, pad int, noRing bool) {
+	s := startServer(t, func(o *gateway.Options, _ *dispatch.Options) { o.NoIOURing = noRing })
+	padding := strings.Repeat("x", pad)
+	const tcpN, wsN = 12, 6
+	msgs := 300
+	if pad > 0 {
+		msgs = 60 // 480 KB per member: far more than a 16 KiB socket buffer
+	}
 	tcps := make([]*tcpClient, tcpN)
 	for i := range tcps {
 		c := dialTCP(t, s.Addr)
@@ -54,11 +75,11 @@ func testGroupMulticast(t *testing.T) {
 	}
 	sender := tcps[0]
 	for i := range msgs {
-		sender.send(codec.CmdChatReq, fmt.Sprintf(`{"chatType":1,"group_id":"big","msgType":0,"content":"m%d","id":"c%d"}`, i, i))
+		sender.send(codec.CmdChatReq, fmt.Sprintf(`{"chatType":1,"group_id":"big","msgType":0,"content":"m%d%s","id":"c%d"}`, i, padding, i))
 	}
 	next := func(m map[string]any, who string, want *int) {
 		d := data(m)
-		if d["content"] != "m"+strconv.Itoa(*want) {
+		if d["content"] != "m"+strconv.Itoa(*want)+padding {
 			t.Fatalf("%s: got %v, want m%d", who, d["content"], *want)
 		}
 		*want++
@@ -105,6 +126,16 @@ func testGroupMulticast(t *testing.T) {
 			t.Fatalf("ws %d: after the burst got %v", i, m)
 		}
 	}
+	sends, short := gateway.RingSends(s.Srv)
+	switch {
+	case noRing && sends != 0:
+		t.Fatalf("%d sends went through io_uring with it turned off", sends)
+	case !noRing && gateway.RingAvailable() && sends == 0:
+		t.Fatal("io_uring works here, but no pass used it")
+	case !noRing && pad > 0 && gateway.RingAvailable() && short == 0:
+		t.Fatal("no send through io_uring found a full socket: the test did not test that")
+	}
+	t.Logf("sends through io_uring: %d, short: %d", sends, short)
 }
 
 // A member whose connection closes between two messages is reported as

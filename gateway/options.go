@@ -107,6 +107,13 @@ type Options struct {
 	// not load, make Validate and Serve fail.
 	TLSCertFile string
 	TLSKeyFile  string
+
+	// NoIOURing writes every connection with its own write call. By
+	// default, on Linux with io_uring (5.19 or later, not disabled by
+	// sysctl or seccomp), an event loop hands the writes of a pass over
+	// many connections to the kernel in one io_uring call; where io_uring
+	// is unavailable the server falls back to write calls by itself.
+	NoIOURing bool
 }
 
 func (o *Options) setDefaults() {

@@ -50,8 +50,11 @@ type Server struct {
 	stopped atomic.Bool
 	nextID  atomic.Uint64
 
-	loopsMu sync.Mutex
-	loops   map[gnet.EventLoop]*loopState
+	loopsMu   sync.Mutex
+	ringLog   sync.Once     // io_uring's absence is logged once, not per loop
+	ringSends atomic.Uint64 // sends made through io_uring, for tests
+	ringShort atomic.Uint64 // of them, sends the socket did not take whole
+	loops     map[gnet.EventLoop]*loopState
 
 	wheel     wheel
 	hbSeconds int64 // idle timeout in wheel seconds; 0 disables
@@ -134,7 +137,7 @@ func (s *Server) Serve() error {
 		addr = "tcp://" + addr
 	}
 	go s.clock()
-	err := gnet.Run(s, addr,
+	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
 		gnet.WithReuseAddr(true),
@@ -145,12 +148,26 @@ func (s *Server) Serve() error {
 		gnet.WithReadBufferCap(64<<10),
 		gnet.WithWriteBufferCap(64<<10),
 		gnet.WithLogger(gnetLogger{s.opts.Logger}),
-	)
+	}
+	if sockSendBuf > 0 {
+		opts = append(opts, gnet.WithSocketSendBuffer(sockSendBuf))
+	}
+	err := gnet.Run(s, addr, opts...)
+	// The loops have stopped: nothing uses their rings any more.
+	s.loopsMu.Lock()
+	for _, l := range s.loops {
+		l.closeRing()
+	}
+	s.loopsMu.Unlock()
 	if s.stopped.Load() {
 		return ErrServerClosed
 	}
 	return err
 }
+
+// sockSendBuf, when positive, is SO_SNDBUF of every connection: tests make
+// sockets fill with it. Zero leaves the buffer to the kernel's autotuning.
+var sockSendBuf int
 
 // Stop stops accepting, closes every connection after its queued writes
 // drain (bounded by ShutdownGrace), and stops the engine.

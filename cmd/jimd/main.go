@@ -48,6 +48,7 @@ func run(args []string) error {
 		maxBody    = fs.Int("max-body", 1<<20, "largest J-IM TCP frame body in bytes")
 		maxWS      = fs.Int("max-ws-message", 512<<10, "largest WebSocket message in bytes")
 		loops      = fs.Int("event-loops", 0, "gnet event loops (0: one per CPU)")
+		ioURing    = fs.Bool("io-uring", true, "batch each event loop's socket writes through io_uring where the kernel allows it (falls back to write calls by itself)")
 		workers    = fs.Int("workers", 0, "dispatch worker goroutines (0: the dispatcher's default)")
 		apiKey     = fs.String("api-key", "", "X-API-Key required by /api/*; empty allows loopback clients only")
 		jwtSecret  = fs.String("jwt-secret", "", "require logins to carry an HS256 JWT signed with this secret (sub = userId)")
@@ -137,6 +138,7 @@ func run(args []string) error {
 	gopts := gateway.Options{
 		Addr:             *addr,
 		NumEventLoop:     *loops,
+		NoIOURing:        !*ioURing,
 		HeartbeatTimeout: disabledIsNegative(*hbTimeout),
 		AuthTimeout:      disabledIsNegative(*auTimeout),
 		MaxOutbound:      *maxOut,
