@@ -7,8 +7,10 @@
 // connection: see tls.go.
 //
 // The gateway knows no chat semantics. It provides the write path (messages
-// queued per connection and merged into one write per event-loop pass, with a
-// byte cap that disconnects slow consumers), idle and login deadlines on one
+// queued per connection and merged into one write per event-loop pass, the
+// pass's writes handed to the kernel together through io_uring where Linux
+// allows it (flush.go, uring_linux.go), with a byte cap that disconnects slow
+// consumers), idle and login deadlines on one
 // coarse timing wheel (never a timer per connection), the HTTP endpoints that
 // are not chat (/healthz, /metrics, static files) and connection metrics.
 //

@@ -145,8 +145,8 @@ func (s *Server) Serve() error {
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 		// Small kernel-facing buffers keep idle connections cheap; gnet grows
 		// its ring buffers on demand.
-		gnet.WithReadBufferCap(64<<10),
-		gnet.WithWriteBufferCap(64<<10),
+		gnet.WithReadBufferCap(64 << 10),
+		gnet.WithWriteBufferCap(64 << 10),
 		gnet.WithLogger(gnetLogger{s.opts.Logger}),
 	}
 	if sockSendBuf > 0 {
