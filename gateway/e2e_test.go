@@ -55,7 +55,32 @@ type tcpClient struct {
 
 func dialTCP(t testing.TB, addr string) *tcpClient {
 	t.Helper()
-	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	return dialTCPRcvBuf(t, addr, 0)
+}
+
+// smallRcvBuf returns a dialer whose sockets get a receive buffer of rcvBuf
+// bytes before they connect (so the window they advertise stays that
+// small), or the default dialer when rcvBuf is 0. Tests that need the
+// server's sockets to fill use it: how much a default loopback receiver
+// takes in before it is read depends on the kernel's tcp_rmem.
+func smallRcvBuf(rcvBuf int) *net.Dialer {
+	d := &net.Dialer{Timeout: 5 * time.Second}
+	if rcvBuf > 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, rcvBuf)
+			})
+			return errors.Join(err, serr)
+		}
+	}
+	return d
+}
+
+// dialTCPRcvBuf dials like dialTCP with smallRcvBuf(rcvBuf).
+func dialTCPRcvBuf(t testing.TB, addr string, rcvBuf int) *tcpClient {
+	t.Helper()
+	c, err := smallRcvBuf(rcvBuf).Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -145,9 +170,21 @@ type wsClient struct {
 
 func dialWS(t testing.TB, addr, query string) *wsClient {
 	t.Helper()
+	return dialWSRcvBuf(t, addr, query, 0)
+}
+
+// dialWSRcvBuf dials like dialWS with smallRcvBuf(rcvBuf).
+func dialWSRcvBuf(t testing.TB, addr, query string, rcvBuf int) *wsClient {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/?"+query, nil)
+	var opts *websocket.DialOptions
+	if rcvBuf > 0 {
+		tr := &http.Transport{DialContext: smallRcvBuf(rcvBuf).DialContext}
+		t.Cleanup(tr.CloseIdleConnections)
+		opts = &websocket.DialOptions{HTTPClient: &http.Client{Transport: tr}}
+	}
+	c, _, err := websocket.Dial(ctx, "ws://"+addr+"/?"+query, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
