@@ -109,7 +109,11 @@ func run() int {
 	fs.DurationVar(&c.deadline, "deadline", 0, "kill everything and fail after this long (0: derived from the plan)")
 	fs.DurationVar(&c.sample, "sample", 5*time.Second, "sampling interval")
 	fs.StringVar(&c.jimdArgs, "jimd-args", "", "extra jimd flags, space separated")
-	fs.DurationVar(&c.presenceTTL, "presence-ttl", 0, "jimd -presence-ttl (0: jimd's default)")
+	// At the load average a million connections bring here (~200), a node's
+	// presence heartbeats (every TTL/4) starve past jimd's 15 s default and
+	// the nodes keep declaring each other gone: runs 13 and 14 in
+	// docs/BENCHMARKS.md, against every run with 2 minutes passing.
+	fs.DurationVar(&c.presenceTTL, "presence-ttl", 2*time.Minute, "jimd -presence-ttl (0: jimd's default, 15s, too short at a million connections on two cores)")
 	fs.StringVar(&c.benchGOGC, "bench-gogc", "", "GOGC for jimbench and its workers (empty: Go's default)")
 	fs.IntVar(&c.gomaxprocs, "gomaxprocs", 1, "GOMAXPROCS of every jimd and jimbench process (0: Go's default, one per CPU); with dozens of processes on a few cores, more than one makes their schedulers spin against each other")
 	fs.Int64Var(&c.minAvailable, "min-available-mib", 1500, "stop the run when the machine's available memory falls below this (MiB), before the OOM killer picks a victim")
