@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
+
 	"jim/codec"
 	"jim/dispatch"
 )
@@ -87,7 +89,7 @@ func TestViewLiveness(t *testing.T) {
 	if _, ok := v.remote("w"); ok {
 		t.Fatal("own entry counted as remote")
 	}
-	if dead := v.sweep(now); len(dead) != 1 || dead[0] != "a" {
+	if dead := v.sweep(now); len(dead) != 1 || dead[0].node != "a" {
 		t.Fatalf("sweep: %v", dead)
 	}
 	if users := v.dropNode("a"); users != 1 || v.entryCount() != 2 {
@@ -102,9 +104,9 @@ func TestViewLiveness(t *testing.T) {
 // take the others' silence for death until its echo is current again.
 func TestPresenceSweepWaitsWhileLagging(t *testing.T) {
 	now := time.Now()
-	n := &Node{id: "me", view: newView("me", time.Second), m: newMetrics(),
+	n := &Node{id: "me", view: newView("me", time.Second), m: newMetrics(), ttl: time.Second,
 		peers: map[string]*peer{"a": {synced: true}}, log: slog.New(slog.DiscardHandler)}
-	n.view.heartbeat("a", now.Add(-2*time.Second))
+	n.view.heartbeat("a", now.Add(-(time.Second + forgetAfter*time.Second + time.Millisecond)))
 	n.view.set("u", "a", nil)
 	n.selfHeard = now.Add(-900 * time.Millisecond)
 	n.presenceTick(now)
@@ -115,5 +117,39 @@ func TestPresenceSweepWaitsWhileLagging(t *testing.T) {
 	n.presenceTick(now)
 	if n.peers["a"] != nil || n.view.entryCount() != 0 {
 		t.Fatal("a kept although this node is current")
+	}
+}
+
+// A node silent past 3/4 TTL looks offline at once but keeps its entries
+// and sequence number: when it speaks again with the same epoch and
+// nothing missed, its users are back without a snapshot (nc is nil here,
+// so asking for one would panic). Silent for 4 TTLs more, it is forgotten.
+func TestPresenceSilentNodeComesBack(t *testing.T) {
+	now := time.Now()
+	n := &Node{id: "me", view: newView("me", 750*time.Millisecond), m: newMetrics(), ttl: time.Second,
+		peers: map[string]*peer{"a": {epoch: 7, seq: 3, synced: true}}, log: slog.New(slog.DiscardHandler)}
+	n.view.heartbeat("a", now.Add(-time.Second))
+	n.view.set("u", "a", nil)
+	n.presenceTick(now)
+	p := n.peers["a"]
+	if p == nil || p.silentAt.IsZero() || n.view.entryCount() != 1 {
+		t.Fatalf("after a second of silence: peer %+v, %d entries", p, n.view.entryCount())
+	}
+	if _, ok := n.view.remote("u"); ok {
+		t.Fatal("a silent node's user still looks online")
+	}
+	beat := appendPresHeader(nil, &presHeader{typ: presBeat, node: "a", epoch: 7, seq: 3})
+	n.handlePresence(&nats.Msg{Subject: presenceSubject + "a", Data: beat})
+	if !p.silentAt.IsZero() || !p.synced || p.reqID != 0 {
+		t.Fatalf("after its heartbeat: %+v", p)
+	}
+	if _, ok := n.view.remote("u"); !ok {
+		t.Fatal("the node's user did not come back with its heartbeat")
+	}
+
+	later := time.Now().Add(750*time.Millisecond + forgetAfter*time.Second + time.Second)
+	n.presenceTick(later)
+	if n.peers["a"] != nil || n.view.entryCount() != 0 {
+		t.Fatalf("silent for %d TTLs and more: still known (%d entries)", forgetAfter, n.view.entryCount())
 	}
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	undelivered             prometheus.Counter
 	syncs                   prometheus.Counter
 	presenceLag             prometheus.Counter
+	presenceSilent          prometheus.Counter
 	entries, nodes          prometheus.Collector
 	vecs                    []prometheus.Collector
 }
@@ -46,6 +47,9 @@ func newMetrics() *metrics {
 		presenceLag: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_presence_lagging_total", Help: "Liveness sweeps skipped because this node's own presence heartbeat came back late (its inbound is behind, so others' silence proves nothing).",
 		}),
+		presenceSilent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_cluster_presence_silent_total", Help: "Times another node went silent past 3/4 PresenceTTL (its users look offline until it speaks again; it is forgotten after 4 more TTLs).",
+		}),
 		slow: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_cluster_slow_consumer_total", Help: "Times NATS dropped messages for this node because it fell behind.",
 		}),
@@ -55,7 +59,7 @@ func newMetrics() *metrics {
 		m.pub[k] = pub.WithLabelValues(name)
 		m.recv[k] = recv.WithLabelValues(name)
 	}
-	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered, m.syncs, m.presenceLag}
+	m.vecs = []prometheus.Collector{pub, recv, m.pubErr, m.badFrames, m.slow, m.undelivered, m.syncs, m.presenceLag, m.presenceSilent}
 	return m
 }
 

@@ -17,8 +17,10 @@
 // (random per process) and delta sequence number, so a receiver notices a
 // delta it missed (a gap, or a heartbeat ahead of what it applied) and a
 // restarted node (a new epoch), and asks for a fresh snapshot. A node
-// counts as dead after 3/4 PresenceTTL without a message, and its users
-// drop out of every view. Lookups (get-user, routing) read the local view
+// counts as dead after 3/4 PresenceTTL without a message: its users look
+// offline at once, and drop out of every view after 4 more TTLs unless it
+// speaks again first (a starved node then comes back without a snapshot);
+// a node that closes says goodbye and drops out at once. Lookups (get-user, routing) read the local view
 // and never wait on the network. A login costs one record in one message
 // per linger interval, whatever the number of users; the view costs a few
 // dozen bytes per user on every node.

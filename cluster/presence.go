@@ -355,6 +355,8 @@ type peer struct {
 	seq    uint64 // last delta applied
 	synced bool   // the view holds a snapshot plus every delta since
 
+	silentAt time.Time // when the sweep found it silent; zero while it speaks
+
 	reqID   uint64 // snapshot request in flight; 0: none
 	reqAt   time.Time
 	chunks  [][]byte // snapshot chunks received so far for reqID
@@ -425,6 +427,13 @@ func (n *Node) handlePresence(m *nats.Msg) {
 		n.peers[h.node] = p
 		n.view.heartbeat(h.node, now)
 		n.requestSync(h.node, p, now)
+	}
+	if !p.silentAt.IsZero() && h.typ != presBye {
+		// Back with the same epoch: its entries are still here, and the
+		// sequence numbers below tell whether it announced anything we
+		// missed while it was silent.
+		n.log.Info("cluster: node back", "node", h.node, "silent", now.Sub(p.silentAt).Round(time.Millisecond))
+		p.silentAt = time.Time{}
 	}
 	switch h.typ {
 	case presBeat, presHello:
@@ -565,8 +574,13 @@ func (n *Node) applyDelta(node string, recs []byte) {
 	n.view.apply(node, batch)
 }
 
-// presenceTick forgets nodes whose heartbeat stopped and asks again for
-// snapshots that did not come.
+// forgetAfter is how many PresenceTTLs a node may stay silent, on top of
+// the 3/4 TTL after which its users look offline, before this node drops
+// its entries (and, should it speak again, asks it for a new snapshot).
+const forgetAfter = 4
+
+// presenceTick marks nodes whose heartbeat stopped as silent, forgets those
+// silent for long, and asks again for snapshots that did not come.
 func (n *Node) presenceTick(now time.Time) {
 	// A node whose own heartbeats come back late has a backlog of
 	// presence messages, other nodes' heartbeats among them: their silence
@@ -579,8 +593,23 @@ func (n *Node) presenceTick(now time.Time) {
 		n.m.presenceLag.Inc()
 		return
 	}
-	for _, dead := range n.view.sweep(now) {
-		n.forgetPeer(dead, "silent")
+	for _, d := range n.view.sweep(now) {
+		// Its users look offline already: lookups check the heartbeat.
+		// Its entries and sequence number stay a while, so a node that
+		// was only starved (a pause, a saturated machine) comes back
+		// with its next heartbeat at no cost. Dropping at once made each
+		// such pause cost a walk of the whole view here and a snapshot of
+		// the node's users, asked by every node together: at a million
+		// connections on two cores that load kept the nodes flapping.
+		if now.Sub(d.last) > n.view.deadAfter+forgetAfter*n.ttl {
+			n.forgetPeer(d.node, "silent")
+			continue
+		}
+		if p := n.peers[d.node]; p != nil && p.silentAt.IsZero() {
+			p.silentAt = now
+			n.m.presenceSilent.Inc()
+			n.log.Info("cluster: node silent", "node", d.node, "since", d.last)
+		}
 	}
 	for node, p := range n.peers {
 		if !p.synced && (p.reqID == 0 || now.Sub(p.reqAt) > syncRetry) {

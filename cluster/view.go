@@ -354,14 +354,20 @@ func (v *view) othersLive() bool {
 	return false
 }
 
+// swept is a node the sweep found silent and when it last spoke.
+type swept struct {
+	node string
+	last time.Time
+}
+
 // sweep returns the nodes whose heartbeat is older than deadAfter.
-func (v *view) sweep(now time.Time) []string {
+func (v *view) sweep(now time.Time) []swept {
 	v.mu.RLock()
 	defer v.mu.RUnlock()
-	var dead []string
+	var dead []swept
 	for node, r := range v.nodes {
 		if !v.liveLocked(r, now) {
-			dead = append(dead, node)
+			dead = append(dead, swept{node, r.last})
 		}
 	}
 	return dead
