@@ -20,8 +20,8 @@
 // counts as dead after 3/4 PresenceTTL without a message: its users look
 // offline at once, and drop out of every view after 4 more TTLs unless it
 // speaks again first (a starved node then comes back without a snapshot);
-// a node that closes says goodbye and drops out at once. Lookups (get-user, routing) read the local view
-// and never wait on the network. A login costs one record in one message
+// a node that closes says goodbye and drops out at once. Lookups
+// (get-user, routing) read the local view and never wait on the network. A login costs one record in one message
 // per linger interval, whatever the number of users; the view costs a few
 // dozen bytes per user on every node.
 //

@@ -597,10 +597,9 @@ func (n *Node) presenceTick(now time.Time) {
 		// Its users look offline already: lookups check the heartbeat.
 		// Its entries and sequence number stay a while, so a node that
 		// was only starved (a pause, a saturated machine) comes back
-		// with its next heartbeat at no cost. Dropping at once made each
-		// such pause cost a walk of the whole view here and a snapshot of
-		// the node's users, asked by every node together: at a million
-		// connections on two cores that load kept the nodes flapping.
+		// with its next heartbeat at no cost, where dropping it at once
+		// cost a walk of the whole view here and a snapshot of the node's
+		// users, asked by every node together.
 		if now.Sub(d.last) > n.view.deadAfter+forgetAfter*n.ttl {
 			n.forgetPeer(d.node, "silent")
 			continue

@@ -83,40 +83,35 @@ func testGroupMulticast(t *testing.T, pad int, noRing bool) {
 		}
 		*want++
 	}
-	sender, senderWant := tcps[0], 0
+	// readTCP reads member i's next frame, which must be the next message
+	// of the burst, an ack of the sender's or a notice of a later join; it
+	// reports whether it was an ack.
+	wants := make([]int, tcpN)
+	readTCP := func(i int) (ack bool) {
+		cmd, m := tcps[i].read()
+		switch cmd {
+		case codec.CmdChatReq:
+			next(m, "tcp "+strconv.Itoa(i), &wants[i])
+		case codec.CmdChatResp:
+			return true
+		case codec.CmdJoinGroupNotify:
+		default:
+			t.Fatalf("tcp %d: unexpected cmd %d %v", i, cmd, m)
+		}
+		return false
+	}
+	sender := tcps[0]
 	for i := range msgs {
 		sender.send(codec.CmdChatReq, fmt.Sprintf(`{"chatType":1,"group_id":"big","msgType":0,"content":"m%d%s","id":"c%d"}`, i, padding, i))
-		if pad == 0 {
-			continue
-		}
 		// Big frames wait for their ack, so a pass carries one or two of
 		// them and the sockets fill in the ring's sends: more would make
 		// the pass write each connection's share early, with its own call.
-		for {
-			cmd, m := sender.read()
-			if cmd == codec.CmdChatResp {
-				break
-			}
-			if cmd == codec.CmdChatReq {
-				next(m, "tcp 0", &senderWant)
-			}
+		for pad > 0 && !readTCP(0) {
 		}
 	}
-	for i, c := range tcps {
-		want := 0
-		if i == 0 {
-			want = senderWant
-		}
-		for want < msgs {
-			cmd, m := c.read()
-			switch cmd {
-			case codec.CmdChatReq:
-				next(m, "tcp "+strconv.Itoa(i), &want)
-			case codec.CmdChatResp, codec.CmdJoinGroupNotify:
-				// the sender's acks; notices of later joins
-			default:
-				t.Fatalf("tcp %d: unexpected cmd %d %v", i, cmd, m)
-			}
+	for i := range tcps {
+		for wants[i] < msgs {
+			readTCP(i)
 		}
 	}
 	for i, w := range wss {
