@@ -714,7 +714,7 @@ func serveNATS(args []string) int {
 		return 2
 	}
 	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: port, JetStream: true,
-		StoreDir: args[1], SyncAlways: true, NoSigs: true,
+		StoreDir: args[1], SyncAlways: true, NoSigs: true, Logtime: true,
 		// Generous buffers: 50+ nodes share this server, and during the
 		// connect phase presence traffic is bursty.
 		MaxPending: 512 << 20, WriteDeadline: 30 * time.Second})
