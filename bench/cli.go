@@ -250,6 +250,10 @@ func WriteTable(w io.Writer, res *Result) {
 		row("delivered", "%d of %d expected", res.Delivered, res.ExpectedDelivered)
 		row("deliveries/s", "%.0f", res.DeliveriesPerSec)
 		row("latency p50/p99/p999/max", "%.2f / %.2f / %.2f / %.2f ms", res.P50Ms, res.P99Ms, res.P999Ms, res.MaxMs)
+		if lo, med, hi, worst, ok := timelineSummary(res.Timeline); ok {
+			row("p99 by second min/med/max", "%.2f / %.2f / %.2f ms", lo, med, hi)
+			row("worst second", "%.0fs in: p99 %.2f ms, max %.2f ms, %d messages", worst.At, worst.P99Ms, worst.MaxMs, worst.Count)
+		}
 	}
 	row("heartbeat replies", "%d", res.Heartbeats)
 	if res.ServerRSSBytes > 0 {

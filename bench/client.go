@@ -247,6 +247,7 @@ func (c *client) handle(cmd int, body []byte) {
 		if t >= r.measureStart.Load() {
 			r.delivered.Add(1)
 			r.hist.Record(c.readAt - t)
+			r.tl.record(t, c.readAt-t)
 		}
 	case cmdChatResp:
 		// The ack echoes the message's client id, its send time, so it

@@ -12,4 +12,7 @@
 // Receivers parse only frame boundaries, the command, the status code and the
 // send timestamp that every benchmark message carries in its content as
 // "t=<unix nanoseconds>"; latency is arrival time minus that timestamp.
+// Besides the run's percentiles and histogram, the result has a timeline:
+// the latency of the messages sent in each second of the run, so a tail
+// can be told apart as one stalled second or a steady spread.
 package bench

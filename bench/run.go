@@ -126,8 +126,13 @@ type Result struct {
 	// LatencyHist is the histogram the percentiles above come from; absent
 	// when no latency was measured (idle).
 	LatencyHist *LatencyHist `json:"latency_hist,omitempty"`
+	// Timeline is the latency of the messages sent in each second of the
+	// measured run (each 1/600 of it in longer runs), so that a tail can
+	// be placed in time; absent for idle.
+	Timeline []TimelinePoint `json:"timeline,omitempty"`
 
 	hist *Histogram
+	tl   *timeline
 }
 
 // Validate checks cfg and fills defaults. Its errors are the "bad flags"
@@ -235,6 +240,7 @@ type runner struct {
 	cfg     *Config
 	clients []*client
 	hist    Histogram
+	tl      *timeline // set before measuring starts; nil for idle
 
 	established, failed             atomic.Int64
 	sent, acked, offline, delivered atomic.Int64
@@ -428,6 +434,10 @@ func run(ctx context.Context, cfg *Config) (*Result, error) {
 	cpu0 := selfCPU()
 	r.runStart = time.Now()
 	measureStart := r.runStart.Add(cfg.Warmup)
+	if cfg.Scenario != ScenarioIdle {
+		// Before measureStart: a delivery that sees it counted sees tl.
+		r.tl = newTimeline(measureStart.UnixNano(), cfg.Duration)
+	}
 	r.measureStart.Store(measureStart.UnixNano())
 	end := measureStart.Add(cfg.Duration)
 	runCtx, cancel := context.WithDeadline(ctx, end)
@@ -482,6 +492,7 @@ func (r *runner) result(measured time.Duration) *Result {
 		Delivered:        r.delivered.Load(),
 		Heartbeats:       r.heartbeats.Load(),
 		hist:             &r.hist,
+		tl:               r.tl,
 	}
 	if cfg.Scenario == ScenarioGroup {
 		res.GroupSize = cfg.GroupSize
@@ -544,6 +555,7 @@ func (res *Result) finish() {
 		res.MaxMs = float64(res.hist.Max()) / float64(time.Millisecond)
 		res.LatencyHist = res.hist.Export()
 	}
+	res.Timeline = res.tl.points()
 }
 
 func sleepCtx(ctx context.Context, d time.Duration) {

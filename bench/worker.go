@@ -21,12 +21,13 @@ import (
 // the same interval, and "close" after every worker reported "ran", so the
 // server is sampled while every connection is still open.
 type workerEvent struct {
-	Event       string        `json:"event"` // progress, connected, ran, result, fatal
-	Progress    *Progress     `json:"progress,omitempty"`
-	Established int           `json:"established,omitempty"`
-	Result      *Result       `json:"result,omitempty"`
-	Hist        *HistSnapshot `json:"hist,omitempty"`
-	Error       string        `json:"error,omitempty"`
+	Event       string            `json:"event"` // progress, connected, ran, result, fatal
+	Progress    *Progress         `json:"progress,omitempty"`
+	Established int               `json:"established,omitempty"`
+	Result      *Result           `json:"result,omitempty"`
+	Hist        *HistSnapshot     `json:"hist,omitempty"`
+	Timeline    *TimelineSnapshot `json:"timeline,omitempty"`
+	Error       string            `json:"error,omitempty"`
 }
 
 func runWorker(o *options, stdin io.Reader, stdout io.Writer) int {
@@ -64,8 +65,8 @@ func runWorker(o *options, stdin io.Reader, stdout io.Writer) int {
 		return 1
 	}
 	snap := res.hist.Snapshot()
-	res.LatencyHist = nil // the parent rebuilds it from snap
-	emit(workerEvent{Event: "result", Result: res, Hist: &snap})
+	res.LatencyHist, res.Timeline = nil, nil // the parent rebuilds them
+	emit(workerEvent{Event: "result", Result: res, Hist: &snap, Timeline: res.tl.snapshot()})
 	return 0
 }
 
@@ -181,6 +182,10 @@ func RunParent(ctx context.Context, cfg Config, procs int, exe string, argsFor f
 	}()
 
 	total := &Result{hist: new(Histogram), ErrorKinds: map[string]int64{}}
+	if cfg.Scenario != ScenarioIdle {
+		// Slot i of every worker is the same part of the run.
+		total.tl = newTimeline(0, cfg.Duration)
+	}
 	count := func(state string) int {
 		n := 0
 		for _, w := range ws {
@@ -238,6 +243,7 @@ func RunParent(ctx context.Context, cfg Config, procs int, exe string, argsFor f
 			case pe.ev.Event == "result" && pe.ev.Result != nil:
 				w.state = "done"
 				mergeResult(total, pe.ev.Result, pe.ev.Hist)
+				total.tl.merge(pe.ev.Timeline)
 			}
 		}
 	}
