@@ -13,11 +13,10 @@ import (
 // 1/64 (about 1.6%) of itself while the whole int64 range fits in a few
 // thousand counters.
 const (
-	histSubBits  = 7
-	histSub      = 1 << histSubBits // 128
-	histHalf     = histSub / 2      // 64
-	histBuckets  = histSub + (64-histSubBits)*histHalf
-	histMaxShift = 64 - histSubBits
+	histSubBits = 7
+	histSub     = 1 << histSubBits // 128
+	histHalf    = histSub / 2      // 64
+	histBuckets = histSub + (64-histSubBits)*histHalf
 )
 
 // Histogram records non-negative durations in nanoseconds. Record is safe
@@ -30,23 +29,33 @@ type Histogram struct {
 	min    atomic.Int64 // stored as value+1 so that zero means "empty"
 }
 
-func histIndex(v int64) int {
-	if v < histSub {
-		return int(v)
-	}
-	e := bits.Len64(uint64(v)) - histSubBits
-	m := int(v >> uint(e))
-	return histSub + (e-1)*histHalf + (m - histHalf)
-}
+func histIndex(v int64) int { return logLinIndex(v, histSubBits) }
 
 // histUpper returns the largest value that falls into bucket i.
-func histUpper(i int) int64 {
-	if i < histSub {
+func histUpper(i int) int64 { return logLinUpper(i, histSubBits) }
+
+// logLinIndex is the bucket of v >= 0 in a log-linear layout where values
+// below 2^sub have a bucket each and every further power of two is split
+// into 2^(sub-1) buckets.
+func logLinIndex(v int64, sub uint) int {
+	n, half := int64(1)<<sub, 1<<(sub-1)
+	if v < n {
+		return int(v)
+	}
+	e := bits.Len64(uint64(v)) - int(sub)
+	m := int(v >> uint(e))
+	return int(n) + (e-1)*half + (m - half)
+}
+
+// logLinUpper is the largest value of bucket i in that layout.
+func logLinUpper(i int, sub uint) int64 {
+	n, half := 1<<sub, 1<<(sub-1)
+	if i < n {
 		return int64(i)
 	}
-	e := (i-histSub)/histHalf + 1
-	m := int64((i-histSub)%histHalf + histHalf)
-	if e >= histMaxShift {
+	e := (i-n)/half + 1
+	m := int64((i-n)%half + half)
+	if e >= 64-int(sub) {
 		return math.MaxInt64
 	}
 	return (m+1)<<uint(e) - 1

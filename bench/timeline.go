@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"math/bits"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -18,35 +17,15 @@ import (
 // allocated with its first value; a run has at most maxSlots slots, wider
 // than a second when the run is longer than that.
 const (
-	tlSubBits  = 4
-	tlSub      = 1 << tlSubBits // 16
-	tlHalf     = tlSub / 2      // 8
-	tlBuckets  = tlSub + (64-tlSubBits)*tlHalf
-	tlMaxShift = 64 - tlSubBits
-	maxSlots   = 600
+	tlSubBits = 4 // 16 buckets of one µs, then 8 per power of two
+	tlBuckets = 1<<tlSubBits + (64-tlSubBits)<<(tlSubBits-1)
+	maxSlots  = 600
 )
 
-func tlIndex(us int64) int {
-	if us < tlSub {
-		return int(max(us, 0))
-	}
-	e := bits.Len64(uint64(us)) - tlSubBits
-	m := int(us >> uint(e))
-	return tlSub + (e-1)*tlHalf + (m - tlHalf)
-}
+func tlIndex(us int64) int { return logLinIndex(max(us, 0), tlSubBits) }
 
 // tlUpper is the largest value, in microseconds, of bucket i.
-func tlUpper(i int) int64 {
-	if i < tlSub {
-		return int64(i)
-	}
-	e := (i-tlSub)/tlHalf + 1
-	m := int64((i-tlSub)%tlHalf + tlHalf)
-	if e >= tlMaxShift {
-		return 1<<63 - 1
-	}
-	return (m+1)<<uint(e) - 1
-}
+func tlUpper(i int) int64 { return logLinUpper(i, tlSubBits) }
 
 type tlSlot struct {
 	counts atomic.Pointer[[tlBuckets]atomic.Uint32]

@@ -17,7 +17,7 @@ func TestTimelineBucketsBoundValues(t *testing.T) {
 		if up := tlUpper(i); up < us || (i > 0 && tlUpper(i-1) >= us) {
 			t.Fatalf("%d µs in bucket %d, bounds (%d, %d]", us, i, tlUpper(i-1), up)
 		}
-		if us >= tlSub && float64(tlUpper(i)-us) > float64(us)/8 {
+		if us >= 1<<tlSubBits && float64(tlUpper(i)-us) > float64(us)/8 {
 			t.Fatalf("%d µs reported as %d: more than 1/8 off", us, tlUpper(i))
 		}
 	}
