@@ -51,8 +51,9 @@ func newTimeline(start int64, d time.Duration) *timeline {
 }
 
 // record adds the latency lat (ns) of a message sent at sent (unix ns).
-// Messages sent outside the timeline are left out, as the run's counters
-// leave them out.
+// A message sent before measuring began is left out, as the run's
+// counters leave it out; so is one stamped after the end (senders stop
+// there, so only a clock step between processes makes one).
 func (t *timeline) record(sent, lat int64) {
 	if t == nil || sent < t.start {
 		return
