@@ -105,25 +105,29 @@ func (h *Histogram) Quantile(q float64) int64 {
 	if n == 0 {
 		return 0
 	}
-	rank := uint64(math.Ceil(q * float64(n)))
-	if rank < 1 {
-		rank = 1
+	i := bucketOfRank(len(h.counts), func(i int) uint64 { return h.counts[i].Load() }, quantileRank(q, n))
+	if i < 0 {
+		return h.max.Load()
 	}
+	return min(max(histUpper(i), h.Min()), h.max.Load())
+}
+
+// quantileRank is the rank of quantile q among n values: ceil(q*n), at
+// least 1.
+func quantileRank(q float64, n uint64) uint64 {
+	return max(uint64(math.Ceil(q*float64(n))), 1)
+}
+
+// bucketOfRank returns the bucket holding the rank-th smallest value, of
+// buckets counted by count, or -1 when there are fewer values.
+func bucketOfRank(buckets int, count func(int) uint64, rank uint64) int {
 	var seen uint64
-	for i := range h.counts {
-		seen += h.counts[i].Load()
-		if seen >= rank {
-			v := histUpper(i)
-			if mx := h.max.Load(); v > mx {
-				v = mx
-			}
-			if mn := h.Min(); v < mn {
-				v = mn
-			}
-			return v
+	for i := range buckets {
+		if seen += count(i); seen >= rank {
+			return i
 		}
 	}
-	return h.max.Load()
+	return -1
 }
 
 // QuantileMs is Quantile in milliseconds.

@@ -169,15 +169,11 @@ func (t *timeline) points() []TimelinePoint {
 		}
 		mx := t.slots[i].max.Load()
 		q := func(f float64) float64 {
-			rank := uint64(f*float64(n) + 0.5)
-			rank = min(max(rank, 1), n)
-			var sum uint64
-			for b := range c {
-				if sum += uint64(c[b].Load()); sum >= rank {
-					return float64(min(tlUpper(b)*1000, mx)) / 1e6
-				}
+			b := bucketOfRank(tlBuckets, func(i int) uint64 { return uint64(c[i].Load()) }, quantileRank(f, n))
+			if b < 0 {
+				return float64(mx) / 1e6
 			}
-			return float64(mx) / 1e6
+			return float64(min(tlUpper(b)*1000, mx)) / 1e6
 		}
 		out = append(out, TimelinePoint{At: float64(int64(i)*t.width) / 1e9, Count: n,
 			P50Ms: q(0.50), P99Ms: q(0.99), MaxMs: float64(mx) / 1e6})
