@@ -74,6 +74,49 @@ func benchDurable(b *testing.B, o BadgerOptions) {
 	}
 }
 
+// BenchmarkBadgerAppendOpenLoop offers b.N private messages at a steady
+// 5,000 and 20,000 a second, each from its own goroutine (2,000
+// conversations), as a gateway does, instead of 1,000 writers that each
+// wait for their ack: the store's ack latency at a load it carries, and
+// its CPU per message when commits are small.
+func BenchmarkBadgerAppendOpenLoop(b *testing.B) {
+	for _, rate := range []int{5000, 20000} {
+		b.Run(fmt.Sprint(rate, "/s"), func(b *testing.B) {
+			s := openTestBadger(b, b.TempDir(), BadgerOptions{GCInterval: -1})
+			content := "a chat message of a typical length, about sixty bytes long."
+			lat := make([]time.Duration, b.N)
+			var wg sync.WaitGroup
+			interval := time.Second / time.Duration(rate)
+			b.ResetTimer()
+			cpu0 := cpuTime()
+			start := time.Now()
+			for i := range b.N {
+				if d := time.Until(start.Add(time.Duration(i) * interval)); d > 0 {
+					time.Sleep(d)
+				}
+				wg.Go(func() {
+					w := i % 2000
+					from, to := fmt.Sprint("u", w), fmt.Sprint("v", w)
+					m := &Message{Conv: PrivateConv(from, to), ChatType: ChatPrivate, From: from, To: to,
+						Content: content, CreateTime: time.Now().UnixMilli(), ClientID: fmt.Sprint("c", i)}
+					t0 := time.Now()
+					if _, err := s.Append(ctx, m, nil); err != nil {
+						b.Error(err)
+					}
+					lat[i] = time.Since(t0)
+				})
+			}
+			wg.Wait()
+			elapsed, cpu := time.Since(start), cpuTime()-cpu0
+			b.StopTimer()
+			slices.Sort(lat)
+			b.ReportMetric(float64(lat[len(lat)/2].Microseconds())/1000, "p50-ms")
+			b.ReportMetric(float64(lat[len(lat)*99/100].Microseconds())/1000, "p99-ms")
+			b.ReportMetric(100*cpu.Seconds()/elapsed.Seconds(), "cpu-%")
+		})
+	}
+}
+
 // warmUp is the start of a durable-append run that p99-warm-ms leaves out.
 const warmUp = time.Second
 
