@@ -1,6 +1,10 @@
 package dispatch
 
-import "jim/codec"
+import (
+	"time"
+
+	"jim/codec"
+)
 
 // Conn is one client connection as the gateway exposes it to dispatch. All
 // methods must be safe to call from any goroutine.
@@ -31,6 +35,9 @@ type Packet struct {
 	Seq    int32
 	HasSeq bool
 	Body   []byte
+	// arrived is when a packet bound for a worker was queued, so that the
+	// reply's latency includes the wait for the worker.
+	arrived time.Time
 }
 
 // respCmd is the command a reply to req goes out under: J-IM's pairs (§1),

@@ -171,6 +171,7 @@ func (d *Dispatcher) Handle(c Conn, p Packet) {
 // not in Handle, so that only packets bound for a worker reach the heap: a
 // heartbeat allocates nothing.
 func (d *Dispatcher) submit(h *handler, c Conn, p Packet) {
+	p.arrived = time.Now()
 	if !d.pool.trySubmit(c.ID(), func() { d.run(h, c, &p) }) {
 		d.m.queueFull.Inc()
 		d.reply(c, &p, respCmd(p.Cmd), codec.StatusResp(respCmd(p.Cmd), codec.StatusBusy))

@@ -270,7 +270,9 @@ func TestPoolFullBusy(t *testing.T) {
 func TestMetricsRegistered(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	d, _ := newDispatcher(t, Options{Registerer: reg})
-	login(t, d, "a")
+	a := login(t, d, "a")
+	login(t, d, "b")
+	do(d, a, codec.CmdChatReq, `{"cmd":11,"chatType":2,"to":"b","msgType":0,"content":"hi"}`)
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -278,11 +280,18 @@ func TestMetricsRegistered(t *testing.T) {
 	var names []string
 	for _, mf := range mfs {
 		names = append(names, mf.GetName())
-		if mf.GetName() == "jim_sessions" && mf.GetMetric()[0].GetGauge().GetValue() != 1 {
+		if mf.GetName() == "jim_sessions" && mf.GetMetric()[0].GetGauge().GetValue() != 2 {
 			t.Fatalf("jim_sessions = %v", mf.GetMetric()[0].GetGauge().GetValue())
 		}
+		// One chat message: one durable write and one reply timed.
+		switch mf.GetName() {
+		case "jim_store_append_seconds", "jim_chat_ack_seconds":
+			if n := mf.GetMetric()[0].GetHistogram().GetSampleCount(); n != 1 {
+				t.Errorf("%s counted %d messages, want 1", mf.GetName(), n)
+			}
+		}
 	}
-	for _, want := range []string{"jim_logins_total", "jim_messages_in_total", "jim_messages_out_total", "jim_sessions", "jim_worker_queue_full_total", "jim_deliveries_total", "jim_fanout_seconds"} {
+	for _, want := range []string{"jim_logins_total", "jim_messages_in_total", "jim_messages_out_total", "jim_sessions", "jim_worker_queue_full_total", "jim_deliveries_total", "jim_fanout_seconds", "jim_store_append_seconds", "jim_chat_ack_seconds"} {
 		if !slices.Contains(names, want) {
 			t.Errorf("metric %s missing from %v", want, names)
 		}

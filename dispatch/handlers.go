@@ -265,6 +265,9 @@ func (d *Dispatcher) handleChat(c Conn, p *Packet) {
 	}
 	d.chat(c.UserID(), &cb, true, func(resp roomy) {
 		d.send(c, codec.NewOutboundRoom(codec.CmdChatResp, p.Seq, p.HasSeq, resp))
+		if !p.arrived.IsZero() {
+			d.m.chatAck.Observe(time.Since(p.arrived).Seconds())
+		}
 	})
 }
 
@@ -342,7 +345,9 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 	}
 
 	d.inflight.Add(1)
+	appended := time.Now()
 	d.store.AppendAsync(d.ctx, msg, offline, func(ack storage.Ack, err error) {
+		d.m.storeAppend.Observe(time.Since(appended).Seconds())
 		// On the store's goroutine: hand off at once, keyed by conversation.
 		d.fin.submit(msg.Conv, func() {
 			defer d.inflight.Done()

@@ -16,6 +16,7 @@ type metrics struct {
 	out                                prometheus.Counter
 	deliveries                         prometheus.Counter
 	fanout                             prometheus.Histogram
+	storeAppend, chatAck               prometheus.Histogram
 	queueFull                          prometheus.Counter
 	sessions                           prometheus.GaugeFunc
 	vecs                               []prometheus.Collector
@@ -42,6 +43,18 @@ func newMetrics(sessions func() float64) *metrics {
 			Name: "jim_fanout_seconds", Help: "Time to queue one chat message on all its receiving connections.",
 			Buckets: prometheus.ExponentialBuckets(1e-6, 4, 12),
 		}),
+		// Where a chat message's time goes inside the server: the durable
+		// write alone, and the whole way from arrival to the sender's reply
+		// (worker queue, write, delivery). A client-side latency far above
+		// jim_chat_ack_seconds is spent in the sockets or the client.
+		storeAppend: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jim_store_append_seconds", Help: "Time from handing a chat message to the store to its being durable (group commit wait and sync).",
+			Buckets: latencyBuckets,
+		}),
+		chatAck: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "jim_chat_ack_seconds", Help: "Time from a chat message's arrival at the dispatcher to its sender's reply being queued (worker queue, durable write, delivery).",
+			Buckets: latencyBuckets,
+		}),
 		queueFull: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "jim_worker_queue_full_total", Help: "Packets refused with a busy status because a worker queue was full.",
 		}),
@@ -58,9 +71,13 @@ func newMetrics(sessions func() float64) *metrics {
 		}
 		m.in[i] = in.WithLabelValues(c.String())
 	}
-	m.vecs = []prometheus.Collector{logins, in, m.out, m.deliveries, m.fanout, m.queueFull, m.sessions}
+	m.vecs = []prometheus.Collector{logins, in, m.out, m.deliveries, m.fanout, m.storeAppend, m.chatAck, m.queueFull, m.sessions}
 	return m
 }
+
+// latencyBuckets span 100 µs to about 1.6 s, doubling: a durable write on
+// a good disk takes a few hundred microseconds, a stalled one a second.
+var latencyBuckets = prometheus.ExponentialBuckets(100e-6, 2, 15)
 
 func (m *metrics) inCounter(c codec.Cmd) prometheus.Counter {
 	if c.Known() {
