@@ -9,10 +9,25 @@ DATA      ?= ./data
 FUZZTIME  ?= 150000x
 LONGFUZZ  ?= 10m
 PKGS      := ./...
-# Every fuzz target, as package:Target pairs.
+# The wire decoders, as package:Target pairs: fuzzed for $(FUZZTIME) in `make test`.
 FUZZ_TARGETS := \
 	./codec:FuzzDecodeTCP ./codec:FuzzSniff ./codec:FuzzParseRequest \
 	./codec:FuzzWSDecode ./codec:FuzzPeekCmd ./codec:FuzzChatBody
+# The other decoders of bytes from outside: stored records, the cluster bus,
+# and what the client SDK and jimbench read from a server. Their test
+# binaries link Badger, NATS and the rest, and the fuzz engine's own work per
+# input grows with the instrumented code (0.2-0.5 ms here whatever the
+# target does), so `make test` gives each $(FUZZTIME_WIDE); `make fuzz` gives
+# every target $(LONGFUZZ).
+FUZZTIME_WIDE ?= 10000x
+FUZZ_TARGETS_WIDE := \
+	./storage:FuzzDecodeMsg ./storage:FuzzDecodeOffRef ./storage:FuzzDecodeAck \
+	./storage:FuzzKeyParts ./storage:FuzzGseqOfID ./storage:FuzzDedupBatch \
+	./storage:FuzzDecodeJSRef ./storage:FuzzJetStreamDecode ./storage:FuzzDirectReply \
+	./cluster:FuzzParseFrame ./cluster:FuzzParsePres ./cluster:FuzzPresRecords \
+	./cluster:FuzzSnapshotChunks ./cluster:FuzzPresenceIn ./cluster:FuzzReceive \
+	./client:FuzzTCPTransportRead ./client:FuzzConnHandle ./client:FuzzConnHandleEncoded \
+	./bench:FuzzScanTCP ./bench:FuzzScanWS ./bench:FuzzParseInt ./bench:FuzzSendTime
 
 .PHONY: all build run test test-short test-deps lint fuzz fuzz-short bench tools soak
 
@@ -31,7 +46,7 @@ lint:
 	$(GO) vet $(PKGS)
 
 # The whole suite: lint, unit and loopback integration tests, race detector on
-# the concurrent packages, and every fuzz target for $(FUZZTIME) on top of its
+# the concurrent packages, and every fuzz target for $(FUZZTIME) or $(FUZZTIME_WIDE) on top of its
 # seed corpus.
 test: test-deps lint
 	$(GO) test -count=1 -timeout 20m $(PKGS)
@@ -45,14 +60,14 @@ test-deps:
 	@command -v curl >/dev/null || (apt-get update && apt-get install -y --no-install-recommends curl ca-certificates)
 
 fuzz-short:
-	@set -e; for t in $(FUZZ_TARGETS); do \
-		pkg=$${t%%:*}; name=$${t##*:}; \
-		echo "fuzz $$pkg $$name ($(FUZZTIME))"; \
-		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) $$pkg; \
+	@set -e; for t in $(FUZZ_TARGETS:=:$(FUZZTIME)) $(FUZZ_TARGETS_WIDE:=:$(FUZZTIME_WIDE)); do \
+		n=$${t%:*}; pkg=$${n%%:*}; name=$${n##*:}; count=$${t##*:}; \
+		echo "fuzz $$pkg $$name ($$count)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $$count $$pkg; \
 	done
 
 fuzz:
-	@set -e; for t in $(FUZZ_TARGETS); do \
+	@set -e; for t in $(FUZZ_TARGETS) $(FUZZ_TARGETS_WIDE); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		$(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(LONGFUZZ) $$pkg; \
 	done

@@ -129,7 +129,10 @@ func scanWS(buf []byte) (op byte, payload []byte, n int, err error) {
 		for i := range payload {
 			payload[i] ^= key[i&3]
 		}
-		buf[1] &^= 0x80 // unmasked now; a rescan must not flip it back
+		// Unmasked now. Zeroing the key keeps a rescan from flipping the
+		// payload back and leaves the frame's length as it was; clearing
+		// the mask bit would make a rescan read the key as payload.
+		clear(buf[hdr-4 : hdr])
 	}
 	return op, payload, end, nil
 }
@@ -165,18 +168,25 @@ func parseInt(b []byte) (int64, bool) {
 		neg = true
 		i++
 	}
-	var v int64
+	// The magnitude is kept unsigned and bounded by that of MinInt64, so a
+	// number too long for int64 is refused rather than wrapped around.
+	const limit = 1 << 63
+	var u uint64
 	start := i
 	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		v = v*10 + int64(b[i]-'0')
+		d := uint64(b[i] - '0')
+		if u > (limit-d)/10 {
+			return 0, false
+		}
+		u = u*10 + d
 	}
-	if i == start {
+	if i == start || !neg && u == limit {
 		return 0, false
 	}
 	if neg {
-		v = -v
+		return -int64(u), true // u == 1<<63 gives MinInt64, as it should
 	}
-	return v, true
+	return int64(u), true
 }
 
 // indexOf is bytes.Index for a string needle without a conversion per call.

@@ -160,7 +160,15 @@ func (c *Client) resume(ctx context.Context, cn *conn) {
 			if len(msgs) < resumePage {
 				break
 			}
-			after = msgs[len(msgs)-1].Seq
+			// A page that does not move past after would be asked for
+			// again and again: a server that misbehaves so must not
+			// keep the resume looping and growing missed.
+			next := msgs[len(msgs)-1].Seq
+			if next <= after {
+				c.log.Warn("client: resume: history does not advance", "conv", k, "after", after, "last", next)
+				break
+			}
+			after = next
 		}
 	}
 }

@@ -357,10 +357,13 @@ type peer struct {
 
 	silentAt time.Time // when the sweep found it silent; zero while it speaks
 
-	reqID   uint64 // snapshot request in flight; 0: none
-	reqAt   time.Time
-	chunks  [][]byte // snapshot chunks received so far for reqID
-	got     int
+	reqID uint64 // snapshot request in flight; 0: none
+	reqAt time.Time
+	// The snapshot chunks received so far for reqID, by index, out of
+	// total. A map, not a slice of total: the count is the sender's word,
+	// and a short chunk claiming a million must not cost a million slots.
+	chunks  map[int][]byte
+	total   int
 	snapSeq uint64
 
 	buf []bufDelta // deltas received while not synced, in arrival order
@@ -481,7 +484,7 @@ func (n *Node) buffer(node string, p *peer, seq uint64, recs []byte, now time.Ti
 // sync inbox under a fresh request id, so stale ones are told apart.
 func (n *Node) requestSync(node string, p *peer, now time.Time) {
 	n.reqSeq++
-	p.reqID, p.reqAt, p.chunks, p.got = n.reqSeq, now, nil, 0
+	p.reqID, p.reqAt, p.chunks = n.reqSeq, now, nil
 	msg := &nats.Msg{Subject: syncSubject + node, Reply: syncInbox + n.id + "." + strconv.FormatUint(p.reqID, 10)}
 	if err := n.nc.PublishMsg(msg); err != nil {
 		n.log.Debug("cluster: presence sync request", "node", node, "err", err)
@@ -515,21 +518,20 @@ func (n *Node) handleSnapChunk(m *nats.Msg) {
 		return // stale, or from a previous life of the node
 	}
 	if p.chunks == nil {
-		p.chunks, p.snapSeq = make([][]byte, h.chunks), h.seq
+		p.chunks, p.total, p.snapSeq = map[int][]byte{}, h.chunks, h.seq
 	}
-	if h.chunks != len(p.chunks) || h.seq != p.snapSeq || p.chunks[h.chunk] != nil {
+	if _, dup := p.chunks[h.chunk]; dup || h.chunks != p.total || h.seq != p.snapSeq {
 		return
 	}
 	p.chunks[h.chunk] = recs
-	p.got++
-	if p.got < len(p.chunks) {
+	if len(p.chunks) < p.total {
 		return
 	}
 	// Complete: the node's entries become the snapshot, then the deltas
 	// that came after it.
 	var all []presRecord
-	for _, c := range p.chunks {
-		for len(c) > 0 {
+	for i := range p.total {
+		for c := p.chunks[i]; len(c) > 0; {
 			r, rest, err := nextRecord(c)
 			if err != nil {
 				n.m.badFrames.Inc()
@@ -542,7 +544,7 @@ func (n *Node) handleSnapChunk(m *nats.Msg) {
 		}
 	}
 	n.view.replaceNode(h.node, all)
-	p.seq, p.synced, p.reqID, p.chunks, p.got = p.snapSeq, true, 0, nil, 0
+	p.seq, p.synced, p.reqID, p.chunks = p.snapSeq, true, 0, nil
 	buf := p.buf
 	p.buf = nil
 	for i, d := range buf {

@@ -95,9 +95,14 @@ func (v *view) heartbeat(node string, t time.Time) {
 	v.mu.Unlock()
 }
 
+// maxTerm bounds an interned terminal. Terminals are protocol names
+// ("tcp", "ws"), and the table is never emptied: a longer one, which only
+// a forged presence message carries, would stay in memory for good.
+const maxTerm = 64
+
 // termLocked interns a terminal-only profile.
 func (v *view) termLocked(term string) uint16 {
-	if term == "" {
+	if term == "" || len(term) > maxTerm {
 		return 0
 	}
 	if i, ok := v.termIdx[term]; ok {

@@ -86,9 +86,19 @@ func (s *JetStream) directN(ctx context.Context, stream string, req directReq) (
 	}
 }
 
+// toRaw reads a stored message from a direct-get reply. The reply carries
+// the message's own headers, which its publisher chose, followed by the
+// server's: of a header both have, the server's is the last.
 func toRaw(m *nats.Msg) rawMsg {
-	seq, _ := strconv.ParseUint(m.Header.Get(jetstream.SequenceHeader), 10, 64)
-	return rawMsg{subj: m.Header.Get(jetstream.SubjectHeader), seq: seq, data: m.Data}
+	seq, _ := strconv.ParseUint(lastHeader(m.Header, jetstream.SequenceHeader), 10, 64)
+	return rawMsg{subj: lastHeader(m.Header, jetstream.SubjectHeader), seq: seq, data: m.Data}
+}
+
+func lastHeader(h nats.Header, key string) string {
+	if v := h.Values(key); len(v) > 0 {
+		return v[len(v)-1]
+	}
+	return ""
 }
 
 // scan reads the messages matching filter from stream sequence from on, in
@@ -116,7 +126,13 @@ func (s *JetStream) scan(parent context.Context, stream, filter string, from uin
 		if np == 0 {
 			return nil
 		}
-		from = ms[len(ms)-1].seq + 1
+		// Stream sequences come from reply headers: one that does not
+		// move forward would page through the same messages forever.
+		next := ms[len(ms)-1].seq + 1
+		if next <= from {
+			return fmt.Errorf("%w: %s stream sequence %d after %d", errCorrupt, stream, next-1, from)
+		}
+		from = next
 	}
 }
 
