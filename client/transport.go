@@ -85,8 +85,13 @@ func (e endpoint) dial(ctx context.Context) (transport, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &tcpTransport{c: c, buf: make([]byte, 0, 64<<10)}, nil
+	return &tcpTransport{c: c, buf: make([]byte, 0, readBuf)}, nil
 }
+
+// readBuf is a TCP connection's read buffer: it holds many ordinary frames.
+// A larger frame (a history page) grows it; it shrinks back afterwards, so
+// that one page of maxInbound is not held for the connection's life.
+const readBuf = 64 << 10
 
 // tcpTransport speaks J-IM TCP frames. Requests are sent without a sync seq:
 // jim then replies without one, and matching is by command order anyway.
@@ -110,7 +115,11 @@ func (t *tcpTransport) read() (codec.Cmd, []byte, error) {
 			return 0, nil, err
 		}
 		if n > 0 {
-			t.buf = t.buf[:copy(t.buf, t.buf[n:])]
+			if rest := t.buf[n:]; cap(t.buf) > 4*readBuf && len(rest) <= readBuf {
+				t.buf = append(make([]byte, 0, readBuf), rest...)
+			} else {
+				t.buf = t.buf[:copy(t.buf, rest)]
+			}
 			return f.Cmd, f.Body, nil
 		}
 		if len(t.buf) == cap(t.buf) {

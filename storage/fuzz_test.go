@@ -443,7 +443,8 @@ func directReply(stored []byte, subj string, seq uint64) []byte {
 // forever.
 func FuzzDirectReply(f *testing.F) {
 	for _, h := range []string{"", "Nats-Msg-Id: abc", "Nats-Sequence: 0", "Nats-Sequence: x", "Nats-Subject: forged\r\nNats-Sequence: 18446744073709551615",
-		"Nats-Stream: T\r\nNats-Subject: jim.o.eA", "Nats-Expected-Last-Subject-Sequence: 0"} {
+		"Nats-Stream: T\r\nNats-Subject: jim.o.eA", "Nats-Expected-Last-Subject-Sequence: 0",
+		"Status: 404", "Status: 503\r\nDescription: No Responders"} {
 		f.Add([]byte(h), "jim.o.dQ", uint64(1000), []byte{offRefFormat})
 	}
 	f.Fuzz(func(t *testing.T, hdr []byte, subj string, seq uint64, data []byte) {
@@ -470,9 +471,15 @@ func FuzzDirectReply(f *testing.F) {
 		if err != nil {
 			t.Fatalf("reply to %q: %v", stored, err)
 		}
-		r := toRaw(&nats.Msg{Header: h, Data: data})
+		m := &nats.Msg{Header: h, Data: data}
+		r := toRaw(m)
 		if r.subj != subj || r.seq != seq || !bytes.Equal(r.data, data) {
 			t.Fatalf("stored headers %q: subject %q seq %d, server sent %q %d", stored, r.subj, r.seq, subj, seq)
+		}
+		// A stored message is never taken for the server's status reply,
+		// whatever headers its publisher gave it.
+		if st := replyStatus(m); len(data) > 0 && st != "" {
+			t.Fatalf("stored headers %q read as status %q", stored, st)
 		}
 	})
 }

@@ -48,7 +48,7 @@ func (s *JetStream) directN(ctx context.Context, stream string, req directReq) (
 		if err != nil {
 			return nil, 0, fmt.Errorf("storage: reading %s: %w", stream, err)
 		}
-		switch resp.Header.Get("Status") {
+		switch replyStatus(resp) {
 		case "":
 		case "404":
 			return nil, 0, nil
@@ -72,7 +72,7 @@ func (s *JetStream) directN(ctx context.Context, stream string, req directReq) (
 		if err != nil {
 			return nil, 0, fmt.Errorf("storage: reading %s: %w", stream, err)
 		}
-		switch m.Header.Get("Status") {
+		switch replyStatus(m) {
 		case "":
 			out = append(out, toRaw(m))
 		case "204": // end of batch
@@ -84,6 +84,18 @@ func (s *JetStream) directN(ctx context.Context, stream string, req directReq) (
 			return nil, 0, fmt.Errorf("storage: reading %s: status %s %s", stream, m.Header.Get("Status"), m.Header.Get("Description"))
 		}
 	}
+}
+
+// replyStatus is the server's status of a direct-get reply ("" for a stored
+// message). The server's status replies (404, 204 end of batch, 408, 503)
+// carry no body; every message jim stores has one. Without that check a
+// stored message whose publisher set a Status header of its own would read
+// as one: "404" would cut an offline queue short, "503" fail every read.
+func replyStatus(m *nats.Msg) string {
+	if len(m.Data) > 0 {
+		return ""
+	}
+	return m.Header.Get("Status")
 }
 
 // toRaw reads a stored message from a direct-get reply. The reply carries
