@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"log/slog"
+	"strconv"
 	"testing"
 	"time"
 
@@ -151,5 +152,33 @@ func TestPresenceSilentNodeComesBack(t *testing.T) {
 	n.presenceTick(later)
 	if n.peers["a"] != nil || n.view.entryCount() != 0 {
 		t.Fatalf("silent for %d TTLs and more: still known (%d entries)", forgetAfter, n.view.entryCount())
+	}
+}
+
+// Past the last node index, a newcomer (only forged presence carries so
+// many names) is ignored rather than given another node's index, which
+// would credit its users to that node.
+func TestViewFullIgnoresNewNodes(t *testing.T) {
+	v := newView("me", time.Hour)
+	now := time.Now()
+	for i := 0; len(v.byIdx) < maxNodes; i++ {
+		v.heartbeat("n"+strconv.Itoa(i), now)
+	}
+	last := v.byIdx[len(v.byIdx)-1].id
+	v.set("u", last, nil)
+	v.heartbeat("extra", now)
+	v.set("forged", "extra", nil)
+	v.apply("extra", []presRecord{{op: opAdd, uid: []byte("forged2")}})
+	if _, ok := v.remote("forged"); ok {
+		t.Fatal("a user of a node past the index space is credited to another node")
+	}
+	if _, ok := v.remote("forged2"); ok {
+		t.Fatal("a delta of a node past the index space was applied")
+	}
+	if _, ok := v.remote("u"); !ok {
+		t.Fatal("the last node's own user is gone")
+	}
+	if v.nodes["extra"] != nil || len(v.byIdx) != maxNodes {
+		t.Fatalf("extra node registered: %d indexes", len(v.byIdx))
 	}
 }

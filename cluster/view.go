@@ -64,7 +64,8 @@ func newView(self string, deadAfter time.Duration) *view {
 func (v *view) key(uid string) uint64      { return maphash.String(v.seed, uid) }
 func (v *view) keyBytes(uid []byte) uint64 { return maphash.Bytes(v.seed, uid) }
 
-// nodeLocked returns node's record, creating it (without a heartbeat).
+// nodeLocked returns node's record, creating it (without a heartbeat), or
+// nil when every node index is taken.
 func (v *view) nodeLocked(node string) *nodeRec {
 	if r := v.nodes[node]; r != nil {
 		return r
@@ -75,10 +76,11 @@ func (v *view) nodeLocked(node string) *nodeRec {
 		v.byIdx[r.idx] = r
 	} else {
 		if len(v.byIdx) >= maxNodes {
-			// More nodes than any cluster of jim will see; keep working
-			// with the last index rather than failing.
-			r.idx = uint16(len(v.byIdx) - 1)
-			return r
+			// More nodes than any cluster of jim will see: names that
+			// only forged presence messages carry. Sharing another node's
+			// index would credit its users to it, so the newcomer is
+			// ignored until a node is forgotten and frees an index.
+			return nil
 		}
 		r.idx = uint16(len(v.byIdx))
 		v.byIdx = append(v.byIdx, r)
@@ -89,7 +91,7 @@ func (v *view) nodeLocked(node string) *nodeRec {
 
 func (v *view) heartbeat(node string, t time.Time) {
 	v.mu.Lock()
-	if r := v.nodeLocked(node); t.After(r.last) {
+	if r := v.nodeLocked(node); r != nil && t.After(r.last) {
 		r.last = t
 	}
 	v.mu.Unlock()
@@ -122,6 +124,9 @@ func (v *view) set(uid, node string, u *codec.User) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r := v.nodeLocked(node)
+	if r == nil {
+		return
+	}
 	k := v.key(uid)
 	var term string
 	if u != nil {
@@ -203,6 +208,9 @@ func (v *view) apply(node string, recs []presRecord) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r := v.nodeLocked(node)
+	if r == nil {
+		return
+	}
 	for i := range recs {
 		v.applyLocked(r, &recs[i])
 	}
@@ -228,6 +236,9 @@ func (v *view) replaceNode(node string, recs []presRecord) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	r := v.nodeLocked(node)
+	if r == nil {
+		return
+	}
 	v.dropEntriesLocked(r)
 	for i := range recs {
 		v.applyLocked(r, &recs[i])
