@@ -21,9 +21,19 @@ import (
 )
 
 // FormatVersion is the on-disk format of the Badger store. It is written to
-// FormatFile in the data directory and to the "v" key; a directory of any
-// other version is refused at open without being touched.
-const FormatVersion = 1
+// FormatFile in the data directory and to the "v" key. A directory of an
+// older version this build still reads (from minFormatVersion) is upgraded
+// at open, before anything new is written; any other is refused at open
+// without being touched.
+//
+// Version 2 stores a message's id as its number (msgFormatNum); the
+// messages of version 1 keep their text ids and are read as before. A build
+// that reads version 1 only refuses an upgraded directory with a clear error
+// instead of failing on its new messages.
+const FormatVersion = 2
+
+// minFormatVersion is the oldest format this build opens (and upgrades).
+const minFormatVersion = 1
 
 // FormatFile is the name of the format marker in the data directory.
 const FormatFile = "JIM_FORMAT"
@@ -201,7 +211,7 @@ func (r *wreq) finish() {
 // OpenBadger opens (creating if needed) the store in dir.
 func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	opts.defaults()
-	fresh, err := checkFormat(dir)
+	fresh, version, err := checkFormat(dir)
 	if err != nil {
 		return nil, err
 	}
@@ -264,6 +274,17 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 		db.Close()
 		return nil, err
 	}
+	if !fresh && version < FormatVersion {
+		// loadMeta has written the new version into the database; the
+		// marker follows, so an older build refuses the directory from
+		// now on (a crash in between leaves a marker this build accepts
+		// and rewrites).
+		if err := writeFormatFile(dir); err != nil {
+			db.Close()
+			return nil, err
+		}
+		b.log.Info("storage: data directory upgraded", "dir", dir, "from", version, "to", FormatVersion)
+	}
 	b.didx = newDedupIndex()
 	if err := b.loadDedupIndex(); err != nil {
 		db.Close()
@@ -281,37 +302,38 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 }
 
 // checkFormat reads dir's format marker. It reports whether dir is a new
-// (missing or empty) directory; a directory of another format, or a
-// non-empty one without the marker, is an error and is left as it is.
-func checkFormat(dir string) (fresh bool, err error) {
+// (missing or empty) directory, and otherwise its format version; a
+// directory of a format this build does not read, or a non-empty one without
+// the marker, is an error and is left as it is.
+func checkFormat(dir string) (fresh bool, version int, err error) {
 	data, err := os.ReadFile(filepath.Join(dir, FormatFile))
 	if err == nil {
 		f := strings.Fields(string(data))
 		if len(f) != 2 || f[0] != formatMagic {
-			return false, fmt.Errorf("storage: %s: unrecognised format marker %q", filepath.Join(dir, FormatFile), strings.TrimSpace(string(data)))
+			return false, 0, fmt.Errorf("storage: %s: unrecognised format marker %q", filepath.Join(dir, FormatFile), strings.TrimSpace(string(data)))
 		}
 		v, err := strconv.Atoi(f[1])
-		if err != nil || v != FormatVersion {
-			return false, fmt.Errorf("storage: data directory %s has format version %s; this jimd reads version %d only", dir, f[1], FormatVersion)
+		if err != nil || v < minFormatVersion || v > FormatVersion {
+			return false, 0, fmt.Errorf("storage: data directory %s has format version %s; this jimd reads versions %d to %d", dir, f[1], minFormatVersion, FormatVersion)
 		}
-		return false, nil
+		return false, v, nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
-		return false, fmt.Errorf("storage: reading %s: %w", filepath.Join(dir, FormatFile), err)
+		return false, 0, fmt.Errorf("storage: reading %s: %w", filepath.Join(dir, FormatFile), err)
 	}
 	ents, err := os.ReadDir(dir)
 	switch {
 	case errors.Is(err, os.ErrNotExist):
 		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return false, fmt.Errorf("storage: creating data directory: %w", err)
+			return false, 0, fmt.Errorf("storage: creating data directory: %w", err)
 		}
-		return true, nil
+		return true, FormatVersion, nil
 	case err != nil:
-		return false, fmt.Errorf("storage: reading data directory: %w", err)
+		return false, 0, fmt.Errorf("storage: reading data directory: %w", err)
 	case len(ents) > 0:
-		return false, fmt.Errorf("storage: %s is not empty and is not a jim data directory (no %s)", dir, FormatFile)
+		return false, 0, fmt.Errorf("storage: %s is not empty and is not a jim data directory (no %s)", dir, FormatFile)
 	}
-	return true, nil
+	return true, FormatVersion, nil
 }
 
 func writeFormatFile(dir string) error {
@@ -352,10 +374,11 @@ func (b *Badger) loadMeta() error {
 			if err != nil {
 				return err
 			}
-			if len(v) != 4 || binary.BigEndian.Uint32(v) != FormatVersion {
-				return fmt.Errorf("storage: data directory %s: stored format version %x; this jimd reads version %d only", b.dir, v, FormatVersion)
+			if len(v) != 4 || binary.BigEndian.Uint32(v) < minFormatVersion || binary.BigEndian.Uint32(v) > FormatVersion {
+				return fmt.Errorf("storage: data directory %s: stored format version %x; this jimd reads versions %d to %d", b.dir, v, minFormatVersion, FormatVersion)
 			}
-			haveVersion = true
+			// An older version is rewritten below: the upgrade.
+			haveVersion = binary.BigEndian.Uint32(v) == FormatVersion
 		} else if !errors.Is(err, badger.ErrKeyNotFound) {
 			return err
 		}
@@ -959,7 +982,7 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 			arena = binary.BigEndian.AppendUint64(appendPart(append(arena, pfxMsg...), m.Conv), seq)
 			key := cut(k0)
 			v0 := len(arena)
-			arena = encodeMsg(arena, m)
+			arena = encodeMsgNum(arena, m, b.gseq)
 			ops = append(ops, wop{key: key, val: cut(v0)})
 			if len(r.users) > 0 {
 				ref := encodeOffRef(nil, m)

@@ -134,15 +134,35 @@ func gseqOfID(prefix [8]byte, id string) (uint64, bool) {
 // A message value starts with a format byte so fields can be added later.
 const msgFormat = 1
 
+// msgFormatNum is msgFormat with the id stored as the message's global
+// number (format version 2 of the data directory).
+const msgFormatNum = 2
+
 func appendStr(b []byte, s string) []byte {
 	b = binary.AppendUvarint(b, uint64(len(s)))
 	return append(b, s...)
 }
 
-// encodeMsg encodes everything but Conv and Seq, which are in the key.
+// encodeMsg encodes everything but Conv and Seq, which are in the key, with
+// the id as text (msgFormat): for ids the Badger store did not make itself
+// (the JetStream store's).
 func encodeMsg(b []byte, m *Message) []byte {
 	b = append(b, msgFormat)
 	b = appendStr(b, m.ID)
+	return encodeMsgRest(b, m)
+}
+
+// encodeMsgNum is encodeMsg for a message whose id is makeID(the store's
+// prefix, gseq): the id is stored as that number (msgFormatNum), about 30
+// bytes fewer per message than its 32 hex digits, so Badger's memtable
+// fills and flushes less often.
+func encodeMsgNum(b []byte, m *Message, gseq uint64) []byte {
+	b = append(b, msgFormatNum)
+	b = binary.AppendUvarint(b, gseq)
+	return encodeMsgRest(b, m)
+}
+
+func encodeMsgRest(b []byte, m *Message) []byte {
 	b = binary.AppendUvarint(b, uint64(m.ChatType))
 	b = binary.AppendVarint(b, int64(m.MsgType))
 	b = binary.AppendVarint(b, m.CreateTime)
@@ -208,13 +228,24 @@ func (r *reader) bytes(n uint64) []byte {
 
 func (r *reader) str() string { return string(r.bytes(r.uvarint())) }
 
+// decodeMsg decodes a value of encodeMsg.
 func decodeMsg(conv string, seq uint64, v []byte) (*Message, error) {
-	if len(v) == 0 || v[0] != msgFormat {
+	return decodeMsgIn(conv, seq, v, nil)
+}
+
+// decodeMsgIn decodes a value of encodeMsg or, given the prefix of the
+// store that wrote it, of encodeMsgNum.
+func decodeMsgIn(conv string, seq uint64, v []byte, prefix *[8]byte) (*Message, error) {
+	if len(v) == 0 || v[0] != msgFormat && (v[0] != msgFormatNum || prefix == nil) {
 		return nil, fmt.Errorf("%w: message format", errCorrupt)
 	}
 	r := reader{b: v[1:]}
 	m := &Message{Conv: conv, Seq: seq}
-	m.ID = r.str()
+	if v[0] == msgFormat {
+		m.ID = r.str()
+	} else if g := r.uvarint(); r.err == nil {
+		m.ID = makeID(*prefix, g)
+	}
 	m.ChatType = int(r.uvarint())
 	m.MsgType = int(r.varint())
 	m.CreateTime = r.varint()

@@ -46,7 +46,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 		var m *Message
 		err := it.Value(func(v []byte) error {
 			var err error
-			m, err = decodeMsg(conv, seqOf(it.Key()), v)
+			m, err = decodeMsgIn(conv, seqOf(it.Key()), v, &b.idPrefix)
 			return err
 		})
 		return m, err
@@ -153,7 +153,7 @@ func (b *Badger) Offline(_ context.Context, user string, f OfflineFilter) ([]*Me
 			var m *Message
 			err = it.Value(func(v []byte) error {
 				var err error
-				m, err = decodeMsg(ref.conv, ref.seq, v)
+				m, err = decodeMsgIn(ref.conv, ref.seq, v, &b.idPrefix)
 				return err
 			})
 			if err != nil {
@@ -328,7 +328,7 @@ func (b *Badger) enforceRetention(now time.Time) (int, error) {
 				}
 				old := false
 				err := iter.Item().Value(func(v []byte) error {
-					m, err := decodeMsg(c.conv, seq, v)
+					m, err := decodeMsgIn(c.conv, seq, v, &b.idPrefix)
 					if err == nil {
 						old = m.CreateTime < cutoff
 					}

@@ -2,6 +2,7 @@ package storage
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -257,7 +258,7 @@ func bulkLoad(tb testing.TB, s *Badger, conv string, n int) {
 		s.gseq++
 		m := &Message{ID: makeID(s.idPrefix, s.gseq), Conv: conv, ChatType: ChatGroup, GroupID: gid, From: "bulk",
 			Content: fmt.Sprintf("message number %d with some text in it", i), CreateTime: base + int64(i)}
-		buf = encodeMsg(buf[:0], m)
+		buf = encodeMsgNum(buf[:0], m, s.gseq)
 		if err := wb.Set(msgKey(conv, uint64(i)), append([]byte(nil), buf...)); err != nil {
 			tb.Fatal(err)
 		}
@@ -423,5 +424,78 @@ func waitFiltersBuilt(t *testing.T, s *Badger) {
 			t.Fatal("filters not built after 10s")
 		}
 		time.Sleep(time.Millisecond)
+	}
+}
+
+// A version-1 directory (message ids stored as text) opens, is marked
+// version 2 before anything is written, keeps its messages readable with
+// their ids, and takes new messages after them.
+func TestOpenUpgradesFormat1(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	conv := PrivateConv("a", "b")
+	var ids []string
+	err = s.db.Update(func(txn *badger.Txn) error {
+		for i := uint64(1); i <= 3; i++ {
+			s.gseq++
+			m := priv("a", "b", fmt.Sprint("old ", i), "", int64(i))
+			m.ID = makeID(s.idPrefix, s.gseq)
+			ids = append(ids, m.ID)
+			if err := txn.Set(msgKey(conv, i), encodeMsg(nil, m)); err != nil {
+				return err
+			}
+		}
+		if err := txn.Set(keyGSeq, binaryBE(s.gseq)); err != nil {
+			return err
+		}
+		return txn.Set(keyVersion, binary.BigEndian.AppendUint32(nil, 1))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	if err := os.WriteFile(filepath.Join(dir, FormatFile), []byte("jim-badger 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	s, err = OpenBadger(dir, BadgerOptions{})
+	if err != nil {
+		t.Fatalf("open of a version-1 directory: %v", err)
+	}
+	defer s.Close()
+	if data, _ := os.ReadFile(filepath.Join(dir, FormatFile)); string(data) != fmt.Sprintf("jim-badger %d\n", FormatVersion) {
+		t.Fatalf("marker after the upgrade: %q", data)
+	}
+	var stored []byte
+	_ = s.db.View(func(txn *badger.Txn) error {
+		it, err := txn.Get(keyVersion)
+		if err == nil {
+			stored, err = it.ValueCopy(nil)
+		}
+		return err
+	})
+	if len(stored) != 4 || binary.BigEndian.Uint32(stored) != FormatVersion {
+		t.Fatalf("stored version after the upgrade: %x", stored)
+	}
+	a, err := s.Append(ctx, priv("b", "a", "new", "c1", 9), nil)
+	if err != nil || a.Seq != 4 {
+		t.Fatalf("append after the upgrade: %+v %v", a, err)
+	}
+	ids = append(ids, a.ID)
+	ms, err := s.History(ctx, conv, Query{})
+	if err != nil || len(ms) != 4 {
+		t.Fatalf("history after the upgrade: %d messages, %v", len(ms), err)
+	}
+	for i, m := range ms {
+		if m.ID != ids[i] || m.Seq != uint64(i+1) {
+			t.Fatalf("message %d: id %s seq %d, want %s %d", i, m.ID, m.Seq, ids[i], i+1)
+		}
+	}
+	if ms[0].Content != "old 1" || ms[3].Content != "new" || ms[3].ClientID != "c1" {
+		t.Fatalf("contents after the upgrade: %+v / %+v", ms[0], ms[3])
 	}
 }

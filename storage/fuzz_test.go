@@ -62,17 +62,29 @@ func msgSize(m *Message) int {
 
 // A message value is read back from disk, where it may be damaged, and on
 // the JetStream store from a stream any node (of any version) publishes to.
+// Both formats are covered: the id as text, and (Badger only, given its
+// prefix) as the message's number.
 func FuzzDecodeMsg(f *testing.F) {
 	for _, m := range fuzzMsgs {
 		addCutSeeds(encodeMsg(nil, m), func(b []byte) { f.Add(b, m.Conv, m.Seq) })
+		if g, ok := gseqOfID(fuzzPrefix, m.ID); ok {
+			addCutSeeds(encodeMsgNum(nil, m, g), func(b []byte) { f.Add(b, m.Conv, m.Seq) })
+		}
 	}
-	f.Add([]byte{msgFormat + 1}, "", uint64(0))
+	f.Add([]byte{msgFormatNum + 1}, "", uint64(0))
 	f.Add([]byte{msgFormat, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, "c", uint64(1))       // length 2^64-1
 	f.Add([]byte{msgFormat, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, "c", uint64(1)) // varint overflow
+	f.Add([]byte{msgFormatNum, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x01}, "c", uint64(1))
 	f.Add(append(encodeMsg(nil, fuzzMsgs[0]), "trailing"...), "c", uint64(2))
 	f.Fuzz(func(t *testing.T, data []byte, conv string, seq uint64) {
 		buf := bytes.Clone(data)
-		m, err := decodeMsg(conv, seq, buf)
+		m, err := decodeMsgIn(conv, seq, buf, &fuzzPrefix)
+		if len(data) > 0 && data[0] == msgFormatNum {
+			// Without the prefix the number cannot become an id.
+			if _, err := decodeMsg(conv, seq, data); err == nil {
+				t.Fatal("a numbered id decoded without the store's prefix")
+			}
+		}
 		if err != nil {
 			if m != nil {
 				t.Fatalf("error %v with a message", err)
@@ -82,27 +94,40 @@ func FuzzDecodeMsg(f *testing.F) {
 				t.Fatalf("conv/seq %q/%d, want %q/%d", m.Conv, m.Seq, conv, seq)
 			}
 			// Every field is a copy of input bytes: nothing is sized by a
-			// length the input claims but does not hold.
-			if n := msgSize(m); n > len(data) {
+			// length the input claims but does not hold (a numbered id is
+			// made, 32 digits from at most 10 bytes).
+			n := msgSize(m)
+			num := data[0] == msgFormatNum
+			if num {
+				n -= len(m.ID)
+			}
+			if n > len(data) {
 				t.Fatalf("%d bytes decoded from %d", n, len(data))
 			}
 			// Badger's value buffer is reused after the read: the message
 			// must not point into it.
 			clear(buf)
-			if again, _ := decodeMsg(conv, seq, data); !sameMsg(m, again) {
+			if again, _ := decodeMsgIn(conv, seq, data, &fuzzPrefix); !sameMsg(m, again) {
 				t.Fatalf("message changed with its buffer: %+v vs %+v", m, again)
 			}
 			re := encodeMsg(nil, m)
+			if num {
+				g, ok := gseqOfID(fuzzPrefix, m.ID)
+				if !ok {
+					t.Fatalf("numbered id %q is not the store's", m.ID)
+				}
+				re = encodeMsgNum(nil, m, g)
+			}
 			if len(re) > len(data) {
 				t.Fatalf("re-encoding %d bytes from %d", len(re), len(data))
 			}
-			back, err := decodeMsg(conv, seq, re)
+			back, err := decodeMsgIn(conv, seq, re, &fuzzPrefix)
 			if err != nil || !sameMsg(back, m) {
 				t.Fatalf("re-decode: %+v vs %+v (%v)", back, m, err)
 			}
 			// No field is optional: a cut value is never a shorter message.
 			for _, i := range cutPoints(len(re)) {
-				if _, err := decodeMsg(conv, seq, re[:i]); err == nil {
+				if _, err := decodeMsgIn(conv, seq, re[:i], &fuzzPrefix); err == nil {
 					t.Fatalf("prefix %d of %x decoded", i, re)
 				}
 			}
@@ -115,6 +140,11 @@ func FuzzDecodeMsg(f *testing.F) {
 		enc := encodeMsg([]byte("x"), x)
 		if got, err := decodeMsg(conv, seq, enc[1:]); err != nil || !sameMsg(got, x) {
 			t.Fatalf("round trip: %+v vs %+v (%v)", got, x, err)
+		}
+		x.ID = makeID(fuzzPrefix, ^seq)
+		enc = encodeMsgNum([]byte("x"), x, ^seq)
+		if got, err := decodeMsgIn(conv, seq, enc[1:], &fuzzPrefix); err != nil || !sameMsg(got, x) {
+			t.Fatalf("numbered round trip: %+v vs %+v (%v)", got, x, err)
 		}
 	})
 }
