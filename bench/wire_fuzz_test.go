@@ -4,32 +4,18 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math"
-	"math/rand/v2"
 	"reflect"
 	"strconv"
 	"strings"
 	"testing"
 
 	"jim/codec"
+	"jim/internal/jimtest"
 )
 
 // maxFuzzStream bounds a fuzzed stream: every path of the parsers shows up
 // in a few frames, and longer inputs only slow each run down.
 const maxFuzzStream = 4 << 10
-
-// wireCuts splits a stream of length n into random chunks, reproducibly, as
-// a socket might deliver it.
-func wireCuts(n int, seed uint64) []int {
-	r := rand.New(rand.NewPCG(seed, 1))
-	var cuts []int
-	for pos := 0; pos < n; {
-		pos += 1 + r.IntN(16)
-		if pos < n {
-			cuts = append(cuts, pos)
-		}
-	}
-	return cuts
-}
 
 // addWireSeeds seeds s whole and cut inside its header and near its end;
 // cuts elsewhere add seeds, not coverage.
@@ -123,7 +109,7 @@ func FuzzScanTCP(f *testing.F) {
 		stream = append(stream, data...)
 
 		whole, wrest, werr := feedWire(t, stream, nil, scanTCPFrame)
-		chunked, crest, cerr := feedWire(t, stream, wireCuts(len(stream), seed), scanTCPFrame)
+		chunked, crest, cerr := feedWire(t, stream, jimtest.Cuts(len(stream), seed), scanTCPFrame)
 		if !reflect.DeepEqual(whole, chunked) || werr != cerr || werr == nil && wrest != crest {
 			t.Fatalf("whole %v %d %v\nchunked %v %d %v", werr, wrest, whole, cerr, crest, chunked)
 		}
@@ -201,7 +187,7 @@ func FuzzScanWS(f *testing.F) {
 		stream = append(stream, data...)
 
 		whole, wrest, werr := feedWire(t, stream, nil, scanWSFrame)
-		chunked, crest, cerr := feedWire(t, stream, wireCuts(len(stream), seed), scanWSFrame)
+		chunked, crest, cerr := feedWire(t, stream, jimtest.Cuts(len(stream), seed), scanWSFrame)
 		if !reflect.DeepEqual(whole, chunked) || werr != cerr || werr == nil && wrest != crest {
 			t.Fatalf("whole %v %d %v\nchunked %v %d %v", werr, wrest, whole, cerr, crest, chunked)
 		}

@@ -5,32 +5,18 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"reflect"
 	"strings"
 	"testing"
 
 	"jim/codec"
+	"jim/internal/jimtest"
 )
 
 // maxFuzzInput bounds a fuzzed stream or body: every path of the parsers
 // shows up in a few frames, and longer inputs only slow each run down.
 const maxFuzzInput = 4 << 10
-
-// fuzzCuts splits a stream of length n into random chunks, reproducibly, as
-// a socket might deliver it.
-func fuzzCuts(n int, seed uint64) []int {
-	r := rand.New(rand.NewPCG(seed, 1))
-	var cuts []int
-	for pos := 0; pos < n; {
-		pos += 1 + r.IntN(16)
-		if pos < n {
-			cuts = append(cuts, pos)
-		}
-	}
-	return cuts
-}
 
 // chunkConn is a net.Conn whose Reads return data in the chunks cuts makes
 // (shorter when the reader offers less room), then io.EOF. Only Read is
@@ -136,7 +122,7 @@ func FuzzTCPTransportRead(f *testing.F) {
 
 		// A small first buffer makes the growth path run on small inputs.
 		bufCap := 1 + int(seed%32)
-		for _, cuts := range [][]int{nil, fuzzCuts(len(stream), seed)} {
+		for _, cuts := range [][]int{nil, jimtest.Cuts(len(stream), seed)} {
 			got, tr, err := readAllTCP(t, stream, cuts, eofLast, bufCap)
 			if err != wantErr || !reflect.DeepEqual(got, want) {
 				t.Fatalf("cuts %v: got %+v %v, want %+v %v", cuts, got, err, want, wantErr)
