@@ -142,7 +142,23 @@ func (p *tab) waitOnline() {
 // click clicks the element that the CSS selector names.
 func (p *tab) click(sel string) {
 	p.t.Helper()
-	p.do("click "+sel, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+	// The page re-renders the conversation list as messages and presence
+	// arrive: the node the query found can be replaced before the click
+	// reaches it, and the browser then reports "Could not find node with
+	// given id" without having clicked. The query is made again.
+	for try := 0; ; try++ {
+		ctx, cancel := context.WithTimeout(p.ctx, 15*time.Second)
+		err := chromedp.Do(ctx, chromedp.WaitVisible(chromedp.CSS(sel)), chromedp.Click(chromedp.CSS(sel)))
+		cancel()
+		if err == nil {
+			return
+		}
+		if try < 5 && strings.Contains(err.Error(), "Could not find node") {
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		p.t.Fatalf("%s: click %s: %v", p.name, sel, err)
+	}
 }
 
 func (p *tab) joinGroup(gid string) {
