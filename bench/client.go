@@ -109,7 +109,12 @@ func (c *client) onRequest(_ context.Context, conn netpoll.Connection) error {
 			c.pend = c.pend[:0]
 		}
 	case len(c.pend) > 0:
-		c.pend = c.pend[:copy(c.pend, rest)]
+		// Nothing consumed: a large frame still arriving is all in pend
+		// already, and moving it onto itself on every read would cost its
+		// size each time.
+		if used > 0 {
+			c.pend = c.pend[:copy(c.pend, rest)]
+		}
 	default:
 		c.pend = append(c.pend[:0], rest...)
 	}
