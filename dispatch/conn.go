@@ -35,7 +35,7 @@ type Packet struct {
 	Seq    int32
 	HasSeq bool
 	Body   []byte
-	// arrived is when a packet bound for a worker was queued, so that the
+	// arrived is when a chat packet was queued for its worker, so that the
 	// reply's latency includes the wait for the worker.
 	arrived time.Time
 }

@@ -171,7 +171,11 @@ func (d *Dispatcher) Handle(c Conn, p Packet) {
 // not in Handle, so that only packets bound for a worker reach the heap: a
 // heartbeat allocates nothing.
 func (d *Dispatcher) submit(h *handler, c Conn, p Packet) {
-	p.arrived = time.Now()
+	if p.Cmd == codec.CmdChatReq {
+		// Only chat replies are timed (jim_chat_ack_seconds); this runs
+		// on the event loop, so other packets skip the clock read.
+		p.arrived = time.Now()
+	}
 	if !d.pool.trySubmit(c.ID(), func() { d.run(h, c, &p) }) {
 		d.m.queueFull.Inc()
 		d.reply(c, &p, respCmd(p.Cmd), codec.StatusResp(respCmd(p.Cmd), codec.StatusBusy))
