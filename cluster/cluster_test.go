@@ -182,3 +182,31 @@ func TestViewFullIgnoresNewNodes(t *testing.T) {
 		t.Fatalf("extra node registered: %d indexes", len(v.byIdx))
 	}
 }
+
+// A profile is the user's latest announcement: an add without a nick,
+// avatar or sign (the user logged in again without them) must not leave
+// the previous one visible on other nodes, whether it came in a delta, a
+// snapshot or a local set.
+func TestViewProfileFollowsLatestAdd(t *testing.T) {
+	v := newView("me", time.Hour)
+	v.heartbeat("a", time.Now())
+	rich, _ := codec.Marshal(&codec.User{Nick: "Ann", Terminal: "ws"})
+	v.apply("a", []presRecord{{op: opAdd, uid: []byte("u"), term: []byte("ws"), prof: rich}})
+	if u, ok := v.remote("u"); !ok || u.Nick != "Ann" {
+		t.Fatalf("rich profile not seen: %+v %v", u, ok)
+	}
+	v.apply("a", []presRecord{{op: opAdd, uid: []byte("u"), term: []byte("tcp")}})
+	if u, ok := v.remote("u"); !ok || u.Nick != "" || u.Terminal != "tcp" {
+		t.Fatalf("after an add without a profile: %+v %v", u, ok)
+	}
+	v.replaceNode("a", []presRecord{{op: opAdd, uid: []byte("u"), term: []byte("ws"), prof: rich}})
+	v.replaceNode("a", []presRecord{{op: opAdd, uid: []byte("u"), term: []byte("ws"), prof: []byte("{not json")}})
+	if u, ok := v.remote("u"); !ok || u.Nick != "" || u.Terminal != "ws" {
+		t.Fatalf("after a snapshot with a broken profile: %+v %v", u, ok)
+	}
+	v.set("w", "a", &codec.User{Sign: "hi", Terminal: "ws"})
+	v.set("w", "a", &codec.User{Terminal: "ws"})
+	if u, ok := v.remote("w"); !ok || u.Sign != "" {
+		t.Fatalf("after a local set without a profile: %+v %v", u, ok)
+	}
+}

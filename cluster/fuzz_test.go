@@ -344,7 +344,7 @@ func FuzzPresRecords(f *testing.F) {
 			added[uid] = true
 			prof[uid] = nil
 			var u codec.User
-			if len(r.prof) > 0 && codec.Unmarshal(r.prof, &u) == nil {
+			if len(r.prof) > 0 && codec.Unmarshal(r.prof, &u) == nil && (u.Nick != "" || u.Avatar != "" || u.Sign != "") {
 				prof[uid] = &u
 			}
 		}
@@ -360,6 +360,10 @@ func FuzzPresRecords(f *testing.F) {
 			n++
 			if p := prof[uid]; p != nil && (u == nil || u.Nick != p.Nick || u.Avatar != p.Avatar || u.Sign != p.Sign || u.Terminal != p.Terminal) {
 				t.Fatalf("user %q: profile %+v, want %+v", uid, u, p)
+			}
+			// The last add had no nick, avatar or sign: none of an earlier one's.
+			if prof[uid] == nil && u != nil && (u.Nick != "" || u.Avatar != "" || u.Sign != "") {
+				t.Fatalf("user %q: profile %+v kept from an earlier add", uid, u)
 			}
 		}
 		if v.entryCount() != n {

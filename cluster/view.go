@@ -131,9 +131,14 @@ func (v *view) set(uid, node string, u *codec.User) {
 	var term string
 	if u != nil {
 		term = u.Terminal
-		if u.Nick != "" || u.Avatar != "" || u.Sign != "" {
-			v.rich[k] = u
-		}
+	}
+	if u != nil && (u.Nick != "" || u.Avatar != "" || u.Sign != "") {
+		v.rich[k] = u
+	} else {
+		// A profile is the user's, not the node's: the latest
+		// announcement is it, so one without a nick, avatar or sign
+		// clears what an earlier one said.
+		delete(v.rich, k)
 	}
 	v.setLocked(k, r, v.termLocked(term))
 }
@@ -222,11 +227,11 @@ func (v *view) applyLocked(r *nodeRec, rec *presRecord) {
 		v.delLocked(uid, r)
 		return
 	}
-	if len(rec.prof) > 0 {
-		var u codec.User
-		if codec.Unmarshal(rec.prof, &u) == nil {
-			v.rich[uid] = &codec.User{Nick: u.Nick, Avatar: u.Avatar, Sign: u.Sign, Terminal: u.Terminal}
-		}
+	var u codec.User
+	if len(rec.prof) > 0 && codec.Unmarshal(rec.prof, &u) == nil && (u.Nick != "" || u.Avatar != "" || u.Sign != "") {
+		v.rich[uid] = &codec.User{Nick: u.Nick, Avatar: u.Avatar, Sign: u.Sign, Terminal: u.Terminal}
+	} else {
+		delete(v.rich, uid) // as in set: the latest announcement is the profile
 	}
 	v.setLocked(uid, r, v.termLocked(string(rec.term)))
 }

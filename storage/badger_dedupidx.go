@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
 	"time"
 
 	"github.com/dgraph-io/badger/v4"
@@ -166,6 +167,12 @@ func eachDedupItem(gseq0 uint64, v []byte, fn func(from, clientID []byte, seq, g
 		g := r.uvarint()
 		if r.err != nil {
 			break
+		}
+		// The writer stores each record's offset from the entry's first
+		// number; one that carries the number past 2^64 was never written
+		// by it and would be indexed outside its batch.
+		if g > math.MaxUint64-gseq0 {
+			return fmt.Errorf("%w: dedup record offset past the number space", errCorrupt)
 		}
 		if !fn(from, cid, seq, gseq0+g) {
 			return nil

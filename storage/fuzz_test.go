@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"math"
 	"reflect"
 	"slices"
 	"strings"
@@ -334,6 +335,8 @@ func FuzzDedupBatch(f *testing.F) {
 	f.Add([]byte{dedupBatchFormat + 1, 0, 0, 0, 0}, uint64(0), uint8(0))
 	f.Add([]byte{dedupBatchFormat, 0xff, 0xff, 0xff, 0xff, 0x0f}, uint64(1), uint8(0))
 	f.Add([]byte{dedupBatchFormat, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01}, uint64(5), uint8(0))
+	// An offset that carries the number past 2^64.
+	f.Add([]byte{dedupBatchFormat, 0, 0, 0, 2}, uint64(math.MaxUint64-1), uint8(0))
 	f.Fuzz(func(t *testing.T, data []byte, gseq0 uint64, stop uint8) {
 		got, err := dedupItems(gseq0, data, 0)
 		// Records are handed out as slices of the value, so the decoded
@@ -341,6 +344,9 @@ func FuzzDedupBatch(f *testing.F) {
 		n := 0
 		for _, it := range got {
 			n += 4 + len(it.from) + len(it.clientID)
+			if it.gseq < gseq0 {
+				t.Fatalf("record %d decoded before its batch's first number %d", it.gseq, gseq0)
+			}
 		}
 		if n > len(data) {
 			t.Fatalf("%d records, %d bytes, from %d", len(got), n, len(data))
@@ -375,7 +381,11 @@ func FuzzDedupBatch(f *testing.F) {
 		// What the writer encodes reads back the same.
 		var x []dedupItem
 		for i := 0; i < len(data) && len(x) < 8; i += 3 {
-			x = append(x, dedupItem{from: string(data[i:]), clientID: string(data[:i]), seq: uint64(i) * gseq0, gseq: gseq0 + uint64(data[i])<<(i%57)})
+			off := uint64(data[i]) << (i % 57)
+			if off > math.MaxUint64-gseq0 {
+				break // the writer never numbers past 2^64
+			}
+			x = append(x, dedupItem{from: string(data[i:]), clientID: string(data[:i]), seq: uint64(i) * gseq0, gseq: gseq0 + off})
 		}
 		enc, _ := encodeDedupItems(gseq0, x)
 		if back, err := dedupItems(gseq0, enc, 0); err != nil || !slices.Equal(back, x) {
