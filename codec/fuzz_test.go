@@ -2,6 +2,7 @@ package codec
 
 import (
 	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"fmt"
 	"math/rand/v2"
@@ -64,6 +65,17 @@ func FuzzDecodeTCP(f *testing.F) {
 			}
 			if n1 != n2 || e1 != e2 || !reflect.DeepEqual(f1, f2) {
 				t.Fatalf("at %d: DecodeTCP %+v %d %v, DecodeTCPDropBody %+v %d %v", off, f1, n1, e1, f2, n2, e2)
+			}
+			if e1 == ErrBodyTooLarge {
+				// The refusal carries the header, to be answered.
+				h := data[off:]
+				p, seq, hasSeq := 2, int32(0), h[1]&MaskHasSeq != 0
+				if hasSeq {
+					p, seq = 6, int32(binary.BigEndian.Uint32(h[2:]))
+				}
+				if f1.Body != nil || f1.Cmd != Cmd(int8(h[p])) || f1.Seq != seq || f1.HasSeq != hasSeq {
+					t.Fatalf("at %d: oversized frame %x decoded as %+v", off, h[:p+5], f1)
+				}
 			}
 			if e1 != nil || n1 == 0 {
 				break

@@ -52,7 +52,8 @@ type TCPFrame struct {
 // copy owned by the caller (nil for length 0) and is the only allocation.
 // maxBody <= 0 means DefaultMaxBody. The length is checked as soon as the
 // header is complete, so an oversized frame is refused before its body is
-// buffered.
+// buffered; with ErrBodyTooLarge, f holds the frame's Cmd, Seq and HasSeq
+// (no body), so that the refusal can be answered.
 func DecodeTCP(buf []byte, maxBody int) (f TCPFrame, n int, err error) {
 	return decodeTCP(buf, maxBody, false, 0)
 }
@@ -92,22 +93,31 @@ func decodeTCP(buf []byte, maxBody int, dropping bool, drop Cmd) (f TCPFrame, n 
 		maxBody = DefaultMaxBody
 	}
 	if int64(length) > int64(maxBody) {
-		return f, 0, ErrBodyTooLarge
+		// The header is whole, so the caller can answer the frame's
+		// command and seq with an error before it closes.
+		return tcpHeader(buf, p, hasSeq), 0, ErrBodyTooLarge
 	}
 	end := hdr + int(length)
 	if len(buf) < end {
 		return f, 0, nil
 	}
-	if hasSeq {
-		f.Seq = int32(binary.BigEndian.Uint32(buf[2:]))
-		f.HasSeq = true
-	}
-	f.Cmd = Cmd(int8(buf[p]))
+	f = tcpHeader(buf, p, hasSeq)
 	if length > 0 && !(dropping && f.Cmd == drop) {
 		f.Body = make([]byte, length)
 		copy(f.Body, buf[hdr:end])
 	}
 	return f, end, nil
+}
+
+// tcpHeader returns the command and seq of a whole header whose command
+// byte is at p.
+func tcpHeader(buf []byte, p int, hasSeq bool) (f TCPFrame) {
+	if hasSeq {
+		f.Seq = int32(binary.BigEndian.Uint32(buf[2:]))
+		f.HasSeq = true
+	}
+	f.Cmd = Cmd(int8(buf[p]))
+	return f
 }
 
 // AppendTCP appends one frame as J-IM's encoder writes it: 01 51 cmd len body,

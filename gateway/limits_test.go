@@ -3,7 +3,9 @@ package gateway_test
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"strings"
@@ -236,8 +238,42 @@ func TestPreAuthBodyLimit(t *testing.T) {
 	ts := startServer(t, nil)
 	c := dialTCP(t, ts.Addr)
 	c.send(codec.CmdLoginReq, `{"cmd":5,"userId":"`+strings.Repeat("x", 20<<10)+`"}`)
+	if m := c.expect(codec.CmdLoginResp); code(m) != int(codec.StatusTooLarge) {
+		t.Fatalf("20 KiB frame before login answered %v, want %d", m, codec.StatusTooLarge)
+	}
 	if !c.closedByServer() {
 		t.Fatal("20 KiB frame before login accepted")
+	}
+}
+
+// A frame over the body limit is refused from its header: the reply names
+// the reason under the frame's own command and seq, then the connection
+// closes (its body is never read).
+func TestTCPBodyLimitAnswered(t *testing.T) {
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) { o.MaxTCPBody = 1000 })
+	c := dialTCP(t, ts.Addr)
+	c.login("big")
+	frame := codec.AppendTCP(nil, codec.CmdChatReq, 77, true, []byte(strings.Repeat("x", 1001)))
+	if _, err := c.c.Write(frame[:11]); err != nil { // the header alone is enough
+		t.Fatal(err)
+	}
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 11)
+	if _, err := io.ReadFull(c.br, hdr); err != nil {
+		t.Fatalf("no reply to an oversized frame: %v", err)
+	}
+	if hdr[1]&codec.MaskHasSeq == 0 || binary.BigEndian.Uint32(hdr[2:]) != 77 || codec.Cmd(hdr[6]) != codec.CmdChatResp {
+		t.Fatalf("reply header %x: want cmd 12 with seq 77", hdr)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[7:]))
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(body), `"code":10103`) {
+		t.Fatalf("reply %s: want code 10103", body)
+	}
+	if !c.closedByServer() {
+		t.Fatal("connection left open after an oversized frame")
 	}
 }
 

@@ -412,14 +412,18 @@ func (s *Server) readTCP(c *conn, b []byte) (int, bool) {
 		if err != nil {
 			s.metrics.decodeErrors.WithLabelValues("tcp").Inc()
 			if errors.Is(err, codec.ErrBodyTooLarge) {
+				reason := reasonTooLarge
 				if preAuth {
-					c.setReason(reasonPreAuthSize)
-				} else {
-					c.setReason(reasonTooLarge)
+					reason = reasonPreAuthSize
 				}
-			} else {
-				c.setReason(reasonDecode)
+				// Answered, unlike J-IM (which has no limit): the client
+				// learns why before the connection closes. The body is not
+				// read, so the connection cannot go on.
+				rc := replyCmd(f.Cmd)
+				c.sendLast(codec.AppendTCP(nil, rc, f.Seq, f.HasSeq, codec.StatusResp(rc, codec.StatusTooLarge)), reason)
+				return off, true
 			}
+			c.setReason(reasonDecode)
 			return off, false
 		}
 		if n == 0 {
