@@ -64,7 +64,7 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 	case "/api/user/online":
 		uid := userParam(r.Form)
 		switch {
-		case uid == "":
+		case !ValidID(uid):
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusInvalidVerify)))
 		case d.onlineAnywhere(uid):
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusOnline)))
@@ -73,7 +73,7 @@ func (d *Dispatcher) API(r APIRequest, reply func(APIResponse)) {
 		}
 	case "/api/user/close":
 		uid := userParam(r.Form)
-		if uid == "" {
+		if !ValidID(uid) {
 			reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusInvalidVerify)))
 			return
 		}
@@ -185,7 +185,7 @@ func (d *Dispatcher) apiGroupMembers(r APIRequest, reply func(APIResponse)) {
 	if gid == "" {
 		gid = r.Form.Get("group_id")
 	}
-	if gid == "" {
+	if !ValidID(gid) {
 		reply(apiJSON(http.StatusOK, codec.HTTPStatusResp(codec.StatusInvalidVerify)))
 		return
 	}

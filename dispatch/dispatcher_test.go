@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"jim/codec"
+	"jim/storage"
 )
 
 func TestHeartbeatHandshakeUnknownExact(t *testing.T) {
@@ -309,5 +310,46 @@ func TestCloseDrains(t *testing.T) {
 	d.Closed(c) // after Close it runs inline
 	if d.Online("x") {
 		t.Fatal("closed after stop not handled")
+	}
+}
+
+// Ids are parts of storage keys: an empty one, one over MaxIDLen or one
+// with a NUL (the separator of a private conversation's two users) is
+// refused where it comes in, and nothing of it is stored.
+func TestInvalidIDsRefused(t *testing.T) {
+	d, st := newDispatcher(t, Options{})
+	long := strings.Repeat("x", MaxIDLen+1)
+	for _, uid := range []string{long, `a\u0000b`} {
+		c := newConn()
+		do(d, c, codec.CmdLoginReq, `{"cmd":5,"userId":"`+uid+`","password":"x"}`)
+		if r := c.one(t); r.Code != int(codec.StatusLoginFailed) || !c.isClosed() {
+			t.Fatalf("login as %.20q: %s, closed %v", uid, r.o.JSON, c.isClosed())
+		}
+	}
+	a := login(t, d, "a")
+	for _, body := range []string{
+		`{"cmd":11,"chatType":2,"to":"` + long + `","content":"hi"}`,
+		`{"cmd":11,"chatType":2,"to":"b\u0000c","content":"hi"}`,
+		`{"cmd":11,"chatType":1,"groupId":"` + long + `","content":"hi"}`,
+		`{"cmd":11,"chatType":2,"to":"b","id":"` + long + `","content":"hi"}`,
+	} {
+		do(d, a, codec.CmdChatReq, body)
+		if r := a.one(t); r.Code != int(codec.StatusSendFailed) {
+			t.Fatalf("chat %.60s: %s", body, r.o.JSON)
+		}
+	}
+	if h, _ := st.History(t.Context(), storage.PrivateConv("a", "b\x00c"), storage.Query{}); len(h) != 0 {
+		t.Fatalf("a message to an id with a NUL was stored: %v", h)
+	}
+	do(d, a, codec.CmdGetMessageReq, `{"cmd":19,"type":1,"userId":"a","fromUserId":"b\u0000c"}`)
+	if r := a.one(t); r.Code != int(codec.StatusGetMessageFailed) {
+		t.Fatalf("history with an id with a NUL: %s", r.o.JSON)
+	}
+	do(d, a, codec.CmdJoinGroupReq, `{"cmd":7,"groupId":"`+long+`"}`)
+	if r := a.one(t); r.Command != int(codec.CmdJoinGroupResp) {
+		t.Fatalf("join of a group with a long id: %s", r.o.JSON)
+	}
+	if gs, _ := st.UserGroups(t.Context(), "a"); len(gs) != 0 {
+		t.Fatalf("joined %v", gs)
 	}
 }

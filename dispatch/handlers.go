@@ -67,6 +67,20 @@ func (d *Dispatcher) handleLogin(c Conn, p *Packet) {
 	d.login(c, p, req)
 }
 
+// MaxIDLen is the longest user id, group id or client message id jim
+// accepts, in bytes. J-IM sets no bound; jim needs one because ids are
+// parts of storage keys, and a single oversized one must be refused on its
+// own rather than reach the store.
+const MaxIDLen = 1024
+
+// ValidID reports whether id can name a user or a group: not empty, at
+// most MaxIDLen bytes and without a NUL byte, which separates the two
+// users of a private conversation in its storage key (with NULs allowed,
+// "a"+"b\x00c" and "a\x00b"+"c" would be one conversation).
+func ValidID(id string) bool {
+	return id != "" && len(id) <= MaxIDLen && strings.IndexByte(id, 0) < 0
+}
+
 func (d *Dispatcher) loginFailed(c Conn, p *Packet) {
 	d.m.loginFailed.Inc()
 	d.reply(c, p, codec.CmdLoginResp, codec.StatusResp(codec.CmdLoginResp, codec.StatusLoginFailed))
@@ -78,7 +92,7 @@ func (d *Dispatcher) loginFailed(c Conn, p *Packet) {
 // with the user.
 func (d *Dispatcher) login(c Conn, p *Packet, req codec.LoginReq) {
 	u, err := d.auth.Authenticate(d.ctx, req)
-	if err != nil || u == nil || u.UserID == "" {
+	if err != nil || u == nil || !ValidID(u.UserID) {
 		d.log.Debug("dispatch: login refused", "remote", c.RemoteAddr(), "err", err)
 		d.loginFailed(c, p)
 		return
@@ -170,6 +184,10 @@ func (d *Dispatcher) handleJoin(c Conn, p *Packet) {
 	gid := req.ID()
 	if strings.TrimSpace(gid) == "" {
 		c.Close("join group without groupId")
+		return
+	}
+	if !ValidID(gid) {
+		d.joinRefused(c, p, gid, codec.JoinResultUnknown)
 		return
 	}
 	uid := c.UserID()
@@ -297,6 +315,10 @@ func withRoom(json []byte) roomy {
 func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, done func(roomy)) {
 	cb.Normalize()
 	clientID := cb.ID
+	if len(clientID) > MaxIDLen || !ValidID(from) {
+		done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
+		return
+	}
 	// The sender is whoever is logged in, whatever the body claims.
 	cb.From, cb.ID, cb.Seq, cb.Cmd = from, "", 0, codec.FlexInt(codec.CmdChatReq)
 	if cb.CreateTime <= 0 {
@@ -307,7 +329,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 	var offline []string
 	switch cb.ChatType {
 	case codec.ChatTypePrivate:
-		if cb.To == "" {
+		if !ValidID(cb.To) {
 			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
 			return
 		}
@@ -318,7 +340,7 @@ func (d *Dispatcher) chat(from string, cb *codec.ChatBody, checkMember bool, don
 		}
 	case codec.ChatTypeGroup:
 		gid := cb.GroupID
-		if gid == "" {
+		if !ValidID(gid) {
 			done(withRoom(codec.StatusResp(codec.CmdChatResp, codec.StatusSendFailed)))
 			return
 		}
@@ -634,6 +656,10 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 	var req codec.MessageReq
 	uid := c.UserID()
 	if codec.Unmarshal(p.Body, &req) != nil || req.Type == nil || req.UserID != uid {
+		fail()
+		return
+	}
+	if req.GroupID != "" && !ValidID(req.GroupID) || req.FromUserID != "" && !ValidID(req.FromUserID) {
 		fail()
 		return
 	}

@@ -477,7 +477,7 @@ func (b *Badger) fail(err error) error {
 // appendReq validates msg and builds its write request, with the dedup
 // pre-check done on the caller's goroutine.
 func (b *Badger) appendReq(msg *Message, offline []string) (*wreq, error) {
-	if err := partsOK(msg.Conv, msg.From); err != nil {
+	if err := partsOK(msg.Conv, msg.From, msg.ClientID); err != nil {
 		return nil, err
 	}
 	if err := partsOK(offline...); err != nil {

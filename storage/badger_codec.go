@@ -38,10 +38,14 @@ const (
 	pfxByUser = "u/"
 )
 
-// maxKeyPart is the longest id a key component may hold.
-const maxKeyPart = 0xFFFF
+// maxKeyPart is the longest id a key component may hold. Badger refuses a
+// key over 65,000 bytes, and a refused key fails its whole commit, which
+// stops the store; the longest keys hold two parts (a dedup key: sender and
+// client id; a membership: group and user), so two parts at this bound and
+// the fixed bytes around them still fit.
+const maxKeyPart = 32000
 
-var errKeyTooLong = errors.New("storage: id longer than 65535 bytes")
+var errKeyTooLong = errors.New("storage: id longer than 32000 bytes")
 
 func appendPart(b []byte, s string) []byte {
 	b = binary.BigEndian.AppendUint16(b, uint16(len(s)))

@@ -174,6 +174,34 @@ func TestBadgerFailedCommitNeverAcks(t *testing.T) {
 	}
 }
 
+// Badger refuses a key over 65,000 bytes and fails the whole commit that
+// holds it, which would stop the store: an id that could make such a key is
+// refused on its own, and the longest ids that are accepted make keys Badger
+// takes.
+func TestBadgerLongIDsNeverFailTheStore(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	long := strings.Repeat("t", 64995)
+	if a, err := s.Append(ctx, priv("k1", long, "x", "", 1), []string{long}); !errors.Is(err, errKeyTooLong) {
+		t.Fatalf("append to a 64,995-byte user: %+v %v", a, err)
+	}
+	if a, err := s.Append(ctx, priv("k1", "k2", "x", strings.Repeat("c", 64990), 1), nil); !errors.Is(err, errKeyTooLong) {
+		t.Fatalf("append with a 64,990-byte client id: %+v %v", a, err)
+	}
+	// Two parts at the bound: the dedup key and the memberships.
+	most := strings.Repeat("u", maxKeyPart)
+	gm := &Message{Conv: GroupConv("g1"), ChatType: ChatGroup, From: most, GroupID: "g1", Content: "x",
+		ClientID: strings.Repeat("c", maxKeyPart), CreateTime: 1}
+	if _, err := s.Append(ctx, gm, []string{"k2"}); err != nil {
+		t.Fatalf("append from a %d-byte user with a %d-byte client id: %v", maxKeyPart, maxKeyPart, err)
+	}
+	if err := s.JoinGroup(ctx, strings.Repeat("g", maxKeyPart), most); err != nil {
+		t.Fatalf("join with a %d-byte group and user: %v", maxKeyPart, err)
+	}
+	if a, err := s.Append(ctx, priv("k1", "k2", "still", "c-1", 2), nil); err != nil || a.Seq != 1 {
+		t.Fatalf("the store after long ids: %+v %v", a, err)
+	}
+}
+
 func TestBadgerClosedDB(t *testing.T) {
 	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
 	// The filters' scans at open iterate the database, and Badger panics
