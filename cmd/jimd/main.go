@@ -322,6 +322,7 @@ wait:
 			return err
 		}
 	}
+	go shutdownWatchdog(log, sig, *drainGrace+shutdownLimit)
 	ctx, cancel := context.WithTimeout(context.Background(), *drainGrace+5*time.Second)
 	defer cancel()
 	if err := srv.Stop(ctx); err != nil {
@@ -393,4 +394,29 @@ func disabledIsNegative(d time.Duration) time.Duration {
 		return -1
 	}
 	return d
+}
+
+// shutdownLimit is how long a shutdown may take beyond -shutdown-grace
+// before jimd gives up on it.
+const shutdownLimit = 30 * time.Second
+
+// shutdownWatchdog ends a shutdown that does not finish: a store whose
+// disk went away retries its flushes for ever, and its Close with them. A
+// second SIGINT or SIGTERM ends it at once. Exiting without closing the
+// store loses nothing acknowledged (an ack follows the sync), just as a
+// SIGKILL would not.
+func shutdownWatchdog(log *slog.Logger, sig <-chan os.Signal, limit time.Duration) {
+	t := time.NewTimer(limit)
+	for {
+		select {
+		case s := <-sig:
+			if s != syscall.SIGINT && s != syscall.SIGTERM {
+				continue
+			}
+			log.Error("second signal during shutdown: exiting now", "signal", s.String())
+		case <-t.C:
+			log.Error("shutdown did not finish: exiting", "after", limit.String())
+		}
+		os.Exit(1)
+	}
 }

@@ -108,6 +108,16 @@ func (j *Jimd) Kill(t testing.TB) {
 	}
 }
 
+// Signal sends sig to the process.
+func (j *Jimd) Signal(sig os.Signal) error { return j.cmd.Process.Signal(sig) }
+
+// Done is closed when the process has exited.
+func (j *Jimd) Done() <-chan struct{} { return j.done }
+
+// ExitCode is the process's exit code once Done is closed (-1 when a
+// signal ended it).
+func (j *Jimd) ExitCode() int { return j.cmd.ProcessState.ExitCode() }
+
 // Stop sends SIGTERM and waits until the process is gone, killing it when it
 // takes longer than 15 s.
 func (j *Jimd) Stop() {
