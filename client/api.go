@@ -294,19 +294,19 @@ type OfflineQuery struct {
 
 // Offline fetches the messages queued while the user was offline (cmd 19,
 // type 0). The server removes them from the queue once it has sent the
-// reply, so each is returned once. They are ordered by createTime, then by
-// seq within their conversation. The messages count as delivered: a later
-// resume does not deliver them again.
+// reply, so each is returned once; a reply is bounded (in count and in
+// bytes), so Offline asks again until the queue is empty. They are ordered
+// by createTime, then by seq within their conversation. The messages count
+// as delivered: a later resume does not deliver them again. When a later
+// page fails, the messages of the earlier ones (gone from the server's
+// queue) are returned with the error.
 func (c *Client) Offline(ctx context.Context, q OfflineQuery) ([]codec.ChatBody, error) {
 	msgs, err := c.offlineOn(ctx, nil, q)
-	if err != nil {
-		return nil, err
-	}
 	me := c.userID()
 	for i := range msgs {
 		c.track.markNew(me, &msgs[i])
 	}
-	return msgs, nil
+	return msgs, err
 }
 
 func (c *Client) offlineOn(ctx context.Context, cn *conn, q OfflineQuery) ([]codec.ChatBody, error) {
@@ -316,16 +316,35 @@ func (c *Client) offlineOn(ctx context.Context, cn *conn, q OfflineQuery) ([]cod
 	}
 	typ := codec.FlexInt(codec.MessageTypeOffline)
 	req := codec.MessageReq{Type: &typ, UserID: me, FromUserID: q.Peer, GroupID: q.Group}
-	d, err := c.getMessages(ctx, cn, &req, codec.StatusGetOfflineMsgOK)
-	if err != nil {
-		return nil, err
-	}
 	var out []codec.ChatBody
-	for _, l := range d.Groups {
-		out = append(out, flatten(l)...)
+	seen := map[string]bool{}
+	var err error
+	for range maxOfflinePages {
+		var d *codec.MessageData
+		if d, err = c.getMessages(ctx, cn, &req, codec.StatusGetOfflineMsgOK); err != nil {
+			break
+		}
+		// A page with nothing new ends it: the queue is empty, or a
+		// server that did not drop what it sent would repeat it for ever.
+		fresh := 0
+		for _, ls := range []map[string][]*codec.ChatBody{d.Groups, d.Friends} {
+			for _, l := range ls {
+				for _, m := range flatten(l) {
+					if m.ID != "" && seen[m.ID] {
+						continue
+					}
+					seen[m.ID] = true
+					out = append(out, m)
+					fresh++
+				}
+			}
+		}
+		if fresh == 0 {
+			break
+		}
 	}
-	for _, l := range d.Friends {
-		out = append(out, flatten(l)...)
+	if err != nil && len(out) == 0 {
+		return nil, err
 	}
 	sort.SliceStable(out, func(i, j int) bool {
 		a, b := &out[i], &out[j]
@@ -337,8 +356,12 @@ func (c *Client) offlineOn(ctx context.Context, cn *conn, q OfflineQuery) ([]cod
 		}
 		return convKey(me, a) < convKey(me, b)
 	})
-	return out, nil
+	return out, err
 }
+
+// maxOfflinePages bounds the fetches of one Offline call: 1,000 pages of up
+// to 1,000 messages each.
+const maxOfflinePages = 1000
 
 // getMessages runs one cmd-19 request, on cn if given (no retry) or on the
 // current connection.

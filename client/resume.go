@@ -131,16 +131,13 @@ func (c *Client) resume(ctx context.Context, cn *conn) {
 	var missed []codec.ChatBody
 	defer func() { c.finishResume(missed) }()
 
-	for range 100 { // bounded: each round drains up to a page from the queue
-		msgs, err := c.offlineOn(ctx, cn, OfflineQuery{})
-		if err != nil {
-			c.log.Warn("client: resume: offline messages", "err", err)
-			return
-		}
-		missed = append(missed, msgs...)
-		if len(msgs) < resumePage {
-			break
-		}
+	// offlineOn drains the queue page by page; what it fetched before an
+	// error has left the server's queue, so it is delivered all the same.
+	msgs, err := c.offlineOn(ctx, cn, OfflineQuery{})
+	missed = append(missed, msgs...)
+	if err != nil {
+		c.log.Warn("client: resume: offline messages", "err", err)
+		return
 	}
 	for k, after := range c.track.snapshot() {
 		q := HistoryQuery{Count: resumePage}
@@ -157,7 +154,9 @@ func (c *Client) resume(ctx context.Context, cn *conn) {
 				return
 			}
 			missed = append(missed, msgs...)
-			if len(msgs) < resumePage {
+			// A page may hold fewer than asked for while more follow (the
+			// server bounds a reply's bytes too): only an empty one ends.
+			if len(msgs) == 0 {
 				break
 			}
 			// A page that does not move past after would be asked for

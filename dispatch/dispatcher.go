@@ -54,6 +54,12 @@ type Options struct {
 	// the joiner gets its own join notice. Zero means 500; negative means
 	// always notify everyone, as J-IM does.
 	NoticeMaxMembers int
+	// MaxReplyBytes bounds the messages of one offline or history reply
+	// (cmd 20), as their JSON, so that it stays under the gateway's
+	// per-connection outbound limit; a reply always holds at least one
+	// message, and what does not fit is fetched by asking again. Zero means
+	// DefaultMaxReplyBytes; keep it at most half the outbound limit.
+	MaxReplyBytes int
 	// Cluster, when non-nil, makes this Dispatcher one node of a cluster:
 	// presence, chats and kicks reach users on other nodes through it. Nil
 	// means a single node.
@@ -77,6 +83,7 @@ type Dispatcher struct {
 	defGroups  []string
 	groupNames map[string]string
 	maxMembers int
+	maxReply   int // Options.MaxReplyBytes, defaulted
 	maxGroups  int
 	noticeCap  int
 	cluster    Cluster
@@ -97,12 +104,16 @@ func New(o Options) *Dispatcher {
 		maxMembers: o.MaxGroupMembers,
 		maxGroups:  o.MaxGroupsPerUser,
 		noticeCap:  o.NoticeMaxMembers,
+		maxReply:   o.MaxReplyBytes,
 		cluster:    o.Cluster,
 		ctx:        context.Background(),
 		now:        time.Now,
 	}
 	if d.noticeCap == 0 {
 		d.noticeCap = 500
+	}
+	if d.maxReply <= 0 {
+		d.maxReply = DefaultMaxReplyBytes
 	}
 	if d.store == nil {
 		d.store = storage.NewMemory()

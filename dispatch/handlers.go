@@ -677,6 +677,8 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 			fail()
 			return
 		}
+		// What does not fit stays queued for the next fetch.
+		msgs = fitOldest(msgs, d.maxReply)
 		for _, m := range msgs {
 			addMessage(data, uid, m)
 		}
@@ -716,6 +718,14 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 		if err != nil {
 			fail()
 			return
+		}
+		// A page cut short by its size: the latest page keeps its newest
+		// messages, any other its oldest, so that afterSeq (or the next
+		// offset) continues where it ends.
+		if q.Latest {
+			msgs = fitNewest(msgs, d.maxReply)
+		} else {
+			msgs = fitOldest(msgs, d.maxReply)
 		}
 		if len(msgs) > 0 {
 			list := make([]*codec.ChatBody, len(msgs))

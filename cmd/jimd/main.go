@@ -256,6 +256,11 @@ func run(args []string) error {
 		MaxGroupsPerUser: *maxGroups,
 		NoticeMaxMembers: *noticeMax,
 	}
+	if *maxOut > 0 {
+		// A history or offline reply must fit what a connection may have
+		// queued, with room for the rest of its traffic.
+		dopts.MaxReplyBytes = min(dispatch.DefaultMaxReplyBytes, *maxOut/2)
+	}
 	if node != nil {
 		dopts.Cluster = node
 	}

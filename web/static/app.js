@@ -379,6 +379,9 @@
           if (!(c.key === S.active && isChatVisible())) c.unread++;
         }
       }
+      // A reply is bounded in count and bytes, and what it held has left
+      // the queue: ask again until the queue is empty.
+      if (all.length > 0) requestMessages({ kind: "offline" }, { cmd: CMD.GET_MSG, type: 0, userId: S.me });
     } else if (conv) {
       let added = 0;
       for (const cb of all) if (ingest(cb)) added++;
@@ -390,7 +393,9 @@
         keepScroll = true;
       } else if (req.kind === "resume") {
         conv.historyLoaded = true;
-        if (all.length >= RESUME_PAGE) resume(conv, conv.lastSeq);
+        // A page may end early (the server bounds its bytes too): go on
+        // while pages bring new messages.
+        if (added > 0) resume(conv, conv.lastSeq);
         if (added && conv.key !== S.active) conv.unread += added;
       }
     }

@@ -1,0 +1,78 @@
+package dispatch
+
+import (
+	"fmt"
+	"strings"
+	"testing"
+
+	"jim/codec"
+)
+
+// A reply of offline or history messages is bounded in bytes, not only in
+// count: six queued messages of 900 KB would make a 5.4 MB reply, over a
+// connection's default outbound limit of 4 MiB, and every fetch would end
+// the connection with nothing acknowledged. They come in pages instead, and
+// asking again goes on where the last page ended.
+func TestReplyBytesBounded(t *testing.T) {
+	d, _ := newDispatcher(t, Options{})
+	a := login(t, d, "a")
+	big := strings.Repeat("x", 900<<10)
+	for i := 1; i <= 6; i++ {
+		do(d, a, codec.CmdChatReq, fmt.Sprintf(`{"chatType":2,"to":"c","content":"%d%s"}`, i, big))
+		if r := a.one(t); r.Code != 10001 {
+			t.Fatalf("message %d: %s", i, r.o.JSON)
+		}
+	}
+	// Quotes and control characters take more room as JSON than stored.
+	do(d, a, codec.CmdChatReq, `{"chatType":2,"to":"c","content":"7`+strings.Repeat(`\u0001`, 150<<10)+`"}`)
+	a.take()
+
+	c := login(t, d, "c")
+	fetch := func(body string) ([]*codec.ChatBody, int) {
+		t.Helper()
+		do(d, c, codec.CmdGetMessageReq, body)
+		r := c.one(t)
+		if len(r.o.JSON) > DefaultMaxReplyBytes+64<<10 {
+			t.Fatalf("reply of %d bytes", len(r.o.JSON))
+		}
+		var md codec.MessageData
+		r.data(t, &md)
+		return md.Friends["a"], len(r.o.JSON)
+	}
+	var got []string
+	for round := 0; round < 10; round++ {
+		page, n := fetch(`{"cmd":19,"type":0,"userId":"c"}`)
+		if len(page) == 0 {
+			break
+		}
+		if len(page) > 2 {
+			t.Fatalf("offline page of %d messages, %d bytes", len(page), n)
+		}
+		for _, m := range page {
+			got = append(got, m.Content[:1])
+		}
+	}
+	if strings.Join(got, "") != "1234567" {
+		t.Fatalf("offline messages fetched in pages: %v", got)
+	}
+	// The latest page keeps the newest; a page from a seq keeps the oldest,
+	// so afterSeq goes on from its last message.
+	page, _ := fetch(`{"cmd":19,"type":1,"userId":"c","fromUserId":"a"}`)
+	if len(page) == 0 || page[len(page)-1].Seq != 7 || page[0].Seq < 5 {
+		t.Fatalf("latest page: %d messages from seq %d", len(page), page[0].Seq)
+	}
+	var seqs []uint64
+	for after := uint64(0); after < 7; {
+		page, _ := fetch(fmt.Sprintf(`{"cmd":19,"type":1,"userId":"c","fromUserId":"a","afterSeq":%d}`, after))
+		if len(page) == 0 {
+			t.Fatalf("empty page after seq %d", after)
+		}
+		for _, m := range page {
+			seqs = append(seqs, m.Seq)
+		}
+		after = page[len(page)-1].Seq
+	}
+	if fmt.Sprint(seqs) != "[1 2 3 4 5 6 7]" {
+		t.Fatalf("history by afterSeq: %v", seqs)
+	}
+}
