@@ -223,18 +223,7 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	// the log is a shared memory map, and a sync running beside the next
 	// commit made that commit's writes into the map wait for the sync's
 	// I/O (commits took twice as long while syncs ran).
-	bo := badger.DefaultOptions(dir).
-		WithSyncWrites(true).
-		WithDetectConflicts(false).
-		WithLogger(badgerLogger{opts.Logger}).
-		WithMetricsEnabled(false).
-		WithNumCompactors(2)
-	if opts.MemTableSize > 0 {
-		bo = bo.WithMemTableSize(opts.MemTableSize)
-	}
-	if opts.BlockCacheSize > 0 {
-		bo = bo.WithBlockCacheSize(opts.BlockCacheSize)
-	}
+	bo := badgerOptions(dir, &opts)
 	if fresh {
 		// The marker goes first: a crash right after leaves a directory
 		// that opens as an empty store of this version.
@@ -299,6 +288,24 @@ func OpenBadger(dir string, opts BadgerOptions) (*Badger, error) {
 	go b.retentionLoop()
 	go b.gcLoop()
 	return b, nil
+}
+
+// badgerOptions are the Badger settings of a store in dir (see OpenBadger
+// for why SyncWrites).
+func badgerOptions(dir string, opts *BadgerOptions) badger.Options {
+	bo := badger.DefaultOptions(dir).
+		WithSyncWrites(true).
+		WithDetectConflicts(false).
+		WithLogger(badgerLogger{opts.Logger}).
+		WithMetricsEnabled(false).
+		WithNumCompactors(2)
+	if opts.MemTableSize > 0 {
+		bo = bo.WithMemTableSize(opts.MemTableSize)
+	}
+	if opts.BlockCacheSize > 0 {
+		bo = bo.WithBlockCacheSize(opts.BlockCacheSize)
+	}
+	return bo
 }
 
 // checkFormat reads dir's format marker. It reports whether dir is a new

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"flag"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -102,5 +104,33 @@ func TestPrintConfig(t *testing.T) {
 	fs2.Parse(nil)
 	if err := loadConfig(fs2, file, nil); err != nil || *n != 3 {
 		t.Fatalf("reloading printed config: %v, replicas %d", err, *n)
+	}
+}
+
+// The admin listener answers loopback clients, or with an API key set,
+// requests that carry it, from anywhere.
+func TestAdminAllowed(t *testing.T) {
+	req := func(remote, key string) *http.Request {
+		r := httptest.NewRequest("GET", "/backup", nil)
+		r.RemoteAddr = remote
+		if key != "" {
+			r.Header.Set("X-API-Key", key)
+		}
+		return r
+	}
+	for _, c := range []struct {
+		remote, key, apiKey string
+		want                bool
+	}{
+		{"127.0.0.1:5000", "", "", true},
+		{"[::1]:5000", "", "", true},
+		{"10.0.0.2:5000", "", "", false},
+		{"10.0.0.2:5000", "k", "k", true},
+		{"127.0.0.1:5000", "", "k", false},
+		{"127.0.0.1:5000", "x", "k", false},
+	} {
+		if got := adminAllowed(req(c.remote, c.key), c.apiKey); got != c.want {
+			t.Errorf("from %s with key %q (api key %q): %v, want %v", c.remote, c.key, c.apiKey, got, c.want)
+		}
 	}
 }

@@ -4,9 +4,11 @@ package main
 
 import (
 	"context"
+	"crypto/subtle"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"net"
@@ -76,6 +78,8 @@ func run(args []string) error {
 		lameDuck   = fs.Duration("lame-duck-window", 30*time.Second, "on SIGUSR2, spread disconnects over this window while /healthz reports draining")
 		memTrim    = fs.Bool("memory-trim", true, "keep GC headroom proportional to the heap beyond the store's buffers, and return the heap a burst of connections left behind to the OS once it settles")
 		pprofAddr  = fs.String("pprof-addr", "", "serve /debug/pprof on this address (empty: off); keep it on loopback")
+		adminAddr  = fs.String("admin-addr", "", "serve GET /backup, a full backup of the running Badger store, on this address (empty: off); keep it on loopback")
+		restore    = fs.String("restore", "", "restore a backup made by GET /backup (a file, or - for standard input) into -data, which must be new or empty, then exit")
 		natsURLs   = fs.String("nats", "", "NATS servers, comma-separated (nats://h1:4222,nats://h2:4222): run as a cluster node; empty: single node")
 		nodeID     = fs.String("node-id", "", "this node's id in the cluster (empty: host name plus a random suffix)")
 		jsReplicas = fs.Int("js-replicas", 1, "replicas of every JetStream stream and bucket jimd creates (1, 3 or 5; at most the NATS cluster size)")
@@ -170,6 +174,9 @@ func run(args []string) error {
 		fmt.Printf("jimd: configuration OK (%s; store %s)\n", src, *storeKind)
 		return nil
 	}
+	if *restore != "" {
+		return restoreBackup(*restore, *dataDir, int64(*memtable)<<20, log)
+	}
 	if n, err := rlimit.RaiseNoFile(); err != nil {
 		log.Warn("could not raise the open-file limit", "err", err)
 	} else {
@@ -219,6 +226,11 @@ func run(args []string) error {
 		}
 		store = b
 		log.Info("store opened", "kind", "badger", "dir", *dataDir)
+		if *adminAddr != "" {
+			if err := serveAdmin(*adminAddr, *apiKey, b, log); err != nil {
+				return err
+			}
+		}
 		if node != nil {
 			log.Warn("cluster node with a local store: history and offline messages are not shared between nodes")
 		}
@@ -244,6 +256,10 @@ func run(args []string) error {
 			log.Warn("closing store", "err", err)
 		}
 	}()
+
+	if *adminAddr != "" && *storeKind != "badger" {
+		log.Warn("-admin-addr backs up the badger store only: not started", "store", *storeKind)
+	}
 
 	dopts := dispatch.Options{
 		Store:      store,
@@ -389,6 +405,82 @@ func servePprof(addr string, log *slog.Logger) error {
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(l) }()
 	log.Info("pprof listening", "addr", l.Addr().String())
+	return nil
+}
+
+// serveAdmin serves GET /backup on addr, on an ordinary net/http server
+// apart from the gateway (a backup is a long stream, which the gateway's
+// per-connection outbound limit would cut). Like the HTTP API it answers
+// loopback clients only, or, with -api-key, requests carrying the key.
+func serveAdmin(addr, apiKey string, b *storage.Badger, log *slog.Logger) error {
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	if ta, ok := l.Addr().(*net.TCPAddr); ok && !ta.IP.IsLoopback() && apiKey == "" {
+		log.Warn("admin listener reachable from other hosts; only loopback clients are answered without -api-key", "addr", l.Addr().String())
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /backup", func(w http.ResponseWriter, r *http.Request) {
+		if !adminAllowed(r, apiKey) {
+			http.Error(w, "forbidden", http.StatusForbidden)
+			return
+		}
+		name := "jim-" + time.Now().UTC().Format("20060102T150405Z") + ".backup"
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Disposition", `attachment; filename="`+name+`"`)
+		start := time.Now()
+		cw := &countingWriter{w: w}
+		if err := b.Backup(cw); err != nil {
+			// The status is sent; the missing trailer makes a restore
+			// refuse what arrived.
+			log.Error("backup failed", "err", err, "bytes", cw.n)
+			return
+		}
+		log.Info("backup written", "bytes", cw.n, "took", time.Since(start).Round(time.Millisecond).String())
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(l) }()
+	log.Info("admin listening", "addr", l.Addr().String())
+	return nil
+}
+
+func adminAllowed(r *http.Request, apiKey string) bool {
+	if apiKey != "" {
+		return subtle.ConstantTimeCompare([]byte(r.Header.Get("X-API-Key")), []byte(apiKey)) == 1
+	}
+	host, _, err := net.SplitHostPort(r.RemoteAddr)
+	ip := net.ParseIP(host)
+	return err == nil && ip != nil && ip.IsLoopback()
+}
+
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// restoreBackup fills dataDir from the backup in file ("-": standard input).
+func restoreBackup(file, dataDir string, memtable int64, log *slog.Logger) error {
+	var r io.Reader = os.Stdin
+	if file != "-" {
+		f, err := os.Open(file)
+		if err != nil {
+			return fmt.Errorf("restore: %w", err)
+		}
+		defer f.Close()
+		r = f
+	}
+	start := time.Now()
+	if err := storage.RestoreBadger(dataDir, r, storage.BadgerOptions{MemTableSize: memtable, Logger: log}); err != nil {
+		return err
+	}
+	fmt.Printf("jimd: restored %s into %s in %v\n", file, dataDir, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
