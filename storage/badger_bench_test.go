@@ -2,6 +2,8 @@ package storage
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -154,4 +156,43 @@ func BenchmarkBadgerHistoryPage(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkBadgerBackupRestore backs up a store of 1,000,000 messages (one
+// conversation) into a file and restores it into a new directory, once per
+// iteration; it reports the backup's size and the seconds each step took.
+func BenchmarkBadgerBackupRestore(b *testing.B) {
+	s := openTestBadger(b, b.TempDir(), BadgerOptions{GCInterval: -1})
+	bulkLoad(b, s, GroupConv("big"), 1_000_000)
+	file := filepath.Join(b.TempDir(), "jim.backup")
+	var backup, restore time.Duration
+	var size int64
+	b.ResetTimer()
+	for i := range b.N {
+		f, err := os.Create(file)
+		if err != nil {
+			b.Fatal(err)
+		}
+		t0 := time.Now()
+		if err := s.Backup(f); err != nil {
+			b.Fatal(err)
+		}
+		if err := f.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		backup += time.Since(t0)
+		fi, _ := f.Stat()
+		size = fi.Size()
+		f.Close()
+		f, _ = os.Open(file)
+		t0 = time.Now()
+		if err := RestoreBadger(filepath.Join(b.TempDir(), fmt.Sprint("r", i)), f, BadgerOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		restore += time.Since(t0)
+		f.Close()
+	}
+	b.ReportMetric(float64(size)/1e6, "backup-MB")
+	b.ReportMetric(backup.Seconds()/float64(b.N), "backup-s")
+	b.ReportMetric(restore.Seconds()/float64(b.N), "restore-s")
 }
