@@ -372,16 +372,20 @@
     for (const list of Object.values(data.groups || {})) all.push(...list);
 
     if (req.kind === "offline") {
+      let fresh = 0;
       for (const cb of all) {
         const x = ingest(cb);
+        if (x) fresh++;
         if (x && x.from !== S.me) {
           const c = getConv(keyOfChat(cb), false);
           if (!(c.key === S.active && isChatVisible())) c.unread++;
         }
       }
       // A reply is bounded in count and bytes, and what it held has left
-      // the queue: ask again until the queue is empty.
-      if (all.length > 0) requestMessages({ kind: "offline" }, { cmd: CMD.GET_MSG, type: 0, userId: S.me });
+      // the queue: ask again until the queue is empty, or a page brings
+      // nothing new (a server that kept what it sent must not be asked
+      // for ever).
+      if (fresh > 0) requestMessages({ kind: "offline" }, { cmd: CMD.GET_MSG, type: 0, userId: S.me });
     } else if (conv) {
       let added = 0;
       for (const cb of all) if (ingest(cb)) added++;
