@@ -76,3 +76,41 @@ func TestReplyBytesBounded(t *testing.T) {
 		t.Fatalf("history by afterSeq: %v", seqs)
 	}
 }
+
+// A get-user reply lists every group of the user but cuts the member lists
+// to the reply budget as a whole.
+func TestGetUserReplyBounded(t *testing.T) {
+	d, st := newDispatcher(t, Options{MaxReplyBytes: 20_000})
+	for g := range 10 {
+		gid := fmt.Sprint("g", g)
+		for m := range 200 {
+			if err := st.JoinGroup(t.Context(), gid, fmt.Sprintf("member-%03d-%s", m, strings.Repeat("x", 40))); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := st.JoinGroup(t.Context(), gid, "asker"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := login(t, d, "asker")
+	do(d, c, codec.CmdGetUserReq, `{"cmd":17,"type":2,"userId":"asker"}`)
+	r := c.one(t)
+	if len(r.o.JSON) > 20_000+4_000 {
+		t.Fatalf("get-user reply of %d bytes over a budget of 20,000", len(r.o.JSON))
+	}
+	var u codec.User
+	r.data(t, &u)
+	listed := 0
+	for _, g := range u.Groups {
+		listed += len(g.Users)
+	}
+	// 2,010 memberships of about 80 bytes each would be 160 kB.
+	if len(u.Groups) != 10 || listed < 100 || listed > 300 {
+		t.Fatalf("%d groups, %d members listed", len(u.Groups), listed)
+	}
+	for _, g := range u.Groups {
+		if g.Online != 1 {
+			t.Fatalf("group %s: %d online, want 1 (counted past the cut)", g.GroupID, g.Online)
+		}
+	}
+}

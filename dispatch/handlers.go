@@ -602,6 +602,11 @@ func (d *Dispatcher) handleGetUser(c Conn, p *Packet) {
 	slices.Sort(gids)
 	u := d.userView(req.UserID)
 	u.Groups = make([]*codec.Group, 0, len(gids))
+	// The member lists are cut to the reply budget as a whole, not only to
+	// maxGroupUsersInReply per group: a user in thousands of large groups
+	// would otherwise make a reply of hundreds of megabytes, built in
+	// memory, for anyone who asks.
+	used := 0
 	for _, gid := range gids {
 		members, err := d.store.GroupMembers(d.ctx, gid)
 		if err != nil {
@@ -610,16 +615,18 @@ func (d *Dispatcher) handleGetUser(c Conn, p *Packet) {
 		}
 		slices.Sort(members)
 		g := &codec.Group{GroupID: gid, Name: d.groupNames[gid], Users: []*codec.User{}}
+		used += jsonStrLen(gid) + jsonStrLen(g.Name) + 64
 		for _, m := range members {
 			mu := d.userView(m)
 			on := mu.Status == "online"
 			if on {
 				g.Online++
 			}
-			if len(g.Users) < maxGroupUsersInReply &&
+			if len(g.Users) < maxGroupUsersInReply && used < d.maxReply &&
 				(typ == codec.UserTypeAll || on == (typ == codec.UserTypeOnline)) {
 				mu.Terminal = ""
 				g.Users = append(g.Users, mu)
+				used += jsonStrLen(mu.UserID) + jsonStrLen(mu.Nick) + jsonStrLen(mu.Avatar) + jsonStrLen(mu.Sign) + 48
 			}
 		}
 		u.Groups = append(u.Groups, g)
