@@ -196,3 +196,28 @@ func BenchmarkBadgerBackupRestore(b *testing.B) {
 	b.ReportMetric(backup.Seconds()/float64(b.N), "backup-s")
 	b.ReportMetric(restore.Seconds()/float64(b.N), "restore-s")
 }
+
+// BenchmarkBadgerHistoryTimeScan reads a createTime window that matches
+// nothing in a conversation of 1,000,000 messages: the whole conversation
+// is scanned (createTime is the sender's, so seq does not order it), from
+// the oldest and, for the latest page, from the newest.
+func BenchmarkBadgerHistoryTimeScan(b *testing.B) {
+	s := openTestBadger(b, b.TempDir(), BadgerOptions{GCInterval: -1})
+	conv := GroupConv("big")
+	bulkLoad(b, s, conv, 1_000_000)
+	for _, c := range []struct {
+		name string
+		q    Query
+	}{
+		{"oldestFirst", Query{Begin: 1, End: 2, Count: 100}},
+		{"latest", Query{Begin: 1, End: 2, Count: 100, Latest: true}},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if h, err := s.History(ctx, conv, c.q); err != nil || len(h) != 0 {
+					b.Fatalf("%d messages, %v", len(h), err)
+				}
+			}
+		})
+	}
+}

@@ -267,6 +267,26 @@ func decodeMsgIn(conv string, seq uint64, v []byte, prefix *[8]byte) (*Message, 
 	return m, nil
 }
 
+// msgCreateTime reads only a stored message's createTime, which sits
+// before its strings: a time-filtered history read tests every message of
+// the window's range and decodes only those it keeps. A value
+// decodeMsgIn would refuse is an error here too, or is left for it.
+func msgCreateTime(v []byte) (int64, error) {
+	if len(v) == 0 || v[0] != msgFormat && v[0] != msgFormatNum {
+		return 0, fmt.Errorf("%w: message format", errCorrupt)
+	}
+	r := reader{b: v[1:]}
+	if v[0] == msgFormat {
+		r.bytes(r.uvarint())
+	} else {
+		r.uvarint()
+	}
+	r.uvarint()
+	r.varint()
+	t := r.varint()
+	return t, r.err
+}
+
 // An offline entry references the stored message and carries what the
 // filters need, so a filtered fetch reads only the messages it returns.
 func encodeOffRef(b []byte, m *Message) []byte {

@@ -39,12 +39,20 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 	limit := q.Limit()
 	pfx := prefix1(pfxMsg, conv)
 	filtered := q.Begin != 0 || q.End != 0
-	keep := func(m *Message) bool {
-		return (q.Begin == 0 || m.CreateTime >= q.Begin) && (q.End == 0 || m.CreateTime <= q.End)
-	}
+	// decode returns the item's message, or nil when the time filter
+	// drops it, which it tells from the createTime alone.
 	decode := func(it *badger.Item) (*Message, error) {
 		var m *Message
 		err := it.Value(func(v []byte) error {
+			if filtered {
+				t, err := msgCreateTime(v)
+				if err != nil {
+					return err
+				}
+				if q.Begin != 0 && t < q.Begin || q.End != 0 && t > q.End {
+					return nil
+				}
+			}
 			var err error
 			m, err = decodeMsgIn(conv, seqOf(it.Key()), v, &b.idPrefix)
 			return err
@@ -64,7 +72,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 				if err != nil {
 					return err
 				}
-				if keep(m) {
+				if m != nil {
 					out = append(out, m)
 				}
 			}
@@ -93,7 +101,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 			if err != nil {
 				return err
 			}
-			if !keep(m) {
+			if m == nil {
 				continue
 			}
 			if skip > 0 {

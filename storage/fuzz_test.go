@@ -94,6 +94,10 @@ func FuzzDecodeMsg(f *testing.F) {
 			if m.Conv != conv || m.Seq != seq {
 				t.Fatalf("conv/seq %q/%d, want %q/%d", m.Conv, m.Seq, conv, seq)
 			}
+			// The time filter's shortcut reads the same createTime.
+			if ct, err := msgCreateTime(data); err != nil || ct != m.CreateTime {
+				t.Fatalf("msgCreateTime %d, %v; the message says %d", ct, err, m.CreateTime)
+			}
 			// Every field is a copy of input bytes: nothing is sized by a
 			// length the input claims but does not hold (a numbered id is
 			// made, 32 digits from at most 10 bytes).
