@@ -24,6 +24,7 @@ FUZZ_TARGETS_WIDE := \
 	./storage:FuzzDecodeMsg ./storage:FuzzDecodeOffRef ./storage:FuzzDecodeAck \
 	./storage:FuzzKeyParts ./storage:FuzzGseqOfID ./storage:FuzzDedupBatch \
 	./storage:FuzzDecodeJSRef ./storage:FuzzJetStreamDecode ./storage:FuzzDirectReply \
+	./storage:FuzzBackupTrailer \
 	./cluster:FuzzParseFrame ./cluster:FuzzParsePres ./cluster:FuzzPresRecords \
 	./cluster:FuzzSnapshotChunks ./cluster:FuzzPresenceIn ./cluster:FuzzReceive \
 	./client:FuzzTCPTransportRead ./client:FuzzConnHandle ./client:FuzzConnHandleEncoded \
