@@ -63,32 +63,38 @@ func (c *crcWriter) Write(p []byte) (int, error) {
 // trailerReader passes on all but the last trailerLen bytes of r, counting
 // and checksumming them; at the end check compares them with the trailer.
 type trailerReader struct {
-	r    io.Reader
-	tail []byte // the last bytes read, held back
-	n    int64
-	crc  uint32
-	eof  bool
+	r   io.Reader
+	buf []byte // read from r and not yet passed on: buf[off:]
+	off int
+	n   int64
+	crc uint32
+	eof bool
 }
 
 func (t *trailerReader) Read(p []byte) (int, error) {
-	for !t.eof && len(t.tail) <= trailerLen {
-		buf := make([]byte, 64<<10)
-		k, err := t.r.Read(buf)
-		t.tail = append(t.tail, buf[:k]...)
+	for !t.eof && len(t.buf)-t.off <= trailerLen {
+		if t.buf == nil {
+			t.buf = make([]byte, 0, 256<<10)
+		}
+		// Move what is held back to the front, then fill the rest.
+		t.buf = append(t.buf[:0], t.buf[t.off:]...)
+		t.off = 0
+		k, err := t.r.Read(t.buf[len(t.buf):cap(t.buf)])
+		t.buf = t.buf[:len(t.buf)+k]
 		if err == io.EOF {
 			t.eof = true
 		} else if err != nil {
 			return 0, err
 		}
 	}
-	avail := len(t.tail) - trailerLen
+	avail := len(t.buf) - t.off - trailerLen
 	if avail <= 0 {
 		return 0, io.EOF
 	}
-	k := copy(p, t.tail[:avail])
+	k := copy(p, t.buf[t.off:t.off+avail])
 	t.n += int64(k)
 	t.crc = crc32.Update(t.crc, crcTable, p[:k])
-	t.tail = append(t.tail[:0], t.tail[k:]...)
+	t.off += k
 	return k, nil
 }
 
@@ -96,7 +102,7 @@ func (t *trailerReader) check() error {
 	if _, err := io.Copy(io.Discard, t); err != nil {
 		return err
 	}
-	tr := t.tail
+	tr := t.buf[t.off:]
 	if len(tr) != trailerLen || string(tr[:len(trailerMagic)]) != trailerMagic {
 		return errors.New("storage: restore: the backup is incomplete (no trailer)")
 	}
