@@ -114,3 +114,36 @@ func TestGetUserReplyBounded(t *testing.T) {
 		}
 	}
 }
+
+// Time-filtered history reads scan; while half the workers run them, one
+// more is refused as busy instead of taking the rest.
+func TestTimeScansLimited(t *testing.T) {
+	d, _ := newDispatcher(t, Options{Workers: 4})
+	a := login(t, d, "a")
+	do(d, a, codec.CmdChatReq, `{"chatType":2,"to":"b","content":"hi","createTime":5000}`)
+	a.take()
+	for range cap(d.scans) {
+		d.scans <- struct{}{}
+	}
+	q := `{"cmd":19,"type":1,"userId":"a","fromUserId":"b","beginTime":1000,"endTime":9000}`
+	do(d, a, codec.CmdGetMessageReq, q)
+	if r := a.one(t); r.Code != int(codec.StatusBusy) || r.Command != int(codec.CmdGetMessageResp) {
+		t.Fatalf("time scan with every scan slot taken: %s", r.o.JSON)
+	}
+	// Unfiltered pages do not scan and are not limited.
+	do(d, a, codec.CmdGetMessageReq, `{"cmd":19,"type":1,"userId":"a","fromUserId":"b"}`)
+	if r := a.one(t); r.Code != int(codec.StatusGetHistoryMsgOK) {
+		t.Fatalf("latest page with every scan slot taken: %s", r.o.JSON)
+	}
+	<-d.scans
+	do(d, a, codec.CmdGetMessageReq, q)
+	var md codec.MessageData
+	r := a.one(t)
+	r.data(t, &md)
+	if r.Code != int(codec.StatusGetHistoryMsgOK) || len(md.Friends["b"]) != 1 {
+		t.Fatalf("time scan with a slot free: %s", r.o.JSON)
+	}
+	if len(d.scans) != cap(d.scans)-1 {
+		t.Fatalf("%d scan slots taken after the scan, want %d", len(d.scans), cap(d.scans)-1)
+	}
+}

@@ -84,6 +84,11 @@ type Dispatcher struct {
 	groupNames map[string]string
 	maxMembers int
 	maxReply   int // Options.MaxReplyBytes, defaulted
+	// scans holds a token per time-filtered history read in progress: such
+	// a read scans the conversation (a few hundred milliseconds for a
+	// million messages), so at most half the workers run them and the
+	// others stay free for everyone else's commands.
+	scans chan struct{}
 	maxGroups  int
 	noticeCap  int
 	cluster    Cluster
@@ -137,6 +142,7 @@ func New(o Options) *Dispatcher {
 		qlen = 4096
 	}
 	d.pool = newPool(workers, qlen)
+	d.scans = make(chan struct{}, max(1, workers/2))
 	d.fin = newOrdered(workers)
 	d.m = newMetrics(func() float64 { return float64(d.hub.sessionCount()) })
 	if o.Registerer != nil {

@@ -721,6 +721,16 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 		// Without any paging J-IM returned everything; jim returns the most
 		// recent page, which is what such a request is after.
 		q.Latest = req.Offset == 0 && req.Count == 0 && req.AfterSeq == nil
+		if q.Begin != 0 || q.End != 0 {
+			select {
+			case d.scans <- struct{}{}:
+				defer func() { <-d.scans }()
+			default:
+				d.m.queueFull.Inc()
+				d.reply(c, p, codec.CmdGetMessageResp, codec.StatusResp(codec.CmdGetMessageResp, codec.StatusBusy))
+				return
+			}
+		}
 		msgs, err := d.store.History(d.ctx, conv, q)
 		if err != nil {
 			fail()
