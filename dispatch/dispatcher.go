@@ -88,13 +88,13 @@ type Dispatcher struct {
 	// a read scans the conversation (a few hundred milliseconds for a
 	// million messages), so at most half the workers run them and the
 	// others stay free for everyone else's commands.
-	scans chan struct{}
-	maxGroups  int
-	noticeCap  int
-	cluster    Cluster
-	mc         Multicaster // set before traffic starts; nil: Send on each
-	ctx        context.Context
-	now        func() time.Time
+	scans     chan struct{}
+	maxGroups int
+	noticeCap int
+	cluster   Cluster
+	mc        Multicaster // set before traffic starts; nil: Send on each
+	ctx       context.Context
+	now       func() time.Time
 }
 
 // New starts a Dispatcher and its workers.
