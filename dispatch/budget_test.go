@@ -130,6 +130,10 @@ func TestTimeScansLimited(t *testing.T) {
 	if r := a.one(t); r.Code != int(codec.StatusBusy) || r.Command != int(codec.CmdGetMessageResp) {
 		t.Fatalf("time scan with every scan slot taken: %s", r.o.JSON)
 	}
+	do(d, a, codec.CmdGetMessageReq, `{"cmd":19,"type":0,"userId":"a","fromUserId":"b"}`)
+	if r := a.one(t); r.Code != int(codec.StatusBusy) {
+		t.Fatalf("filtered offline fetch with every scan slot taken: %s", r.o.JSON)
+	}
 	// Unfiltered pages do not scan and are not limited.
 	do(d, a, codec.CmdGetMessageReq, `{"cmd":19,"type":1,"userId":"a","fromUserId":"b"}`)
 	if r := a.one(t); r.Code != int(codec.StatusGetHistoryMsgOK) {

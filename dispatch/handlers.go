@@ -679,6 +679,14 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 		} else {
 			f.From = req.FromUserID
 		}
+		if f.From != "" || f.GroupID != "" {
+			// A filtered fetch scans the whole queue for its matches.
+			if !d.startScan() {
+				d.reply(c, p, codec.CmdGetMessageResp, codec.StatusResp(codec.CmdGetMessageResp, codec.StatusBusy))
+				return
+			}
+			defer d.endScan()
+		}
 		msgs, err := d.store.Offline(d.ctx, uid, f)
 		if err != nil {
 			fail()
@@ -722,14 +730,11 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 		// recent page, which is what such a request is after.
 		q.Latest = req.Offset == 0 && req.Count == 0 && req.AfterSeq == nil
 		if q.Begin != 0 || q.End != 0 {
-			select {
-			case d.scans <- struct{}{}:
-				defer func() { <-d.scans }()
-			default:
-				d.m.queueFull.Inc()
+			if !d.startScan() {
 				d.reply(c, p, codec.CmdGetMessageResp, codec.StatusResp(codec.CmdGetMessageResp, codec.StatusBusy))
 				return
 			}
+			defer d.endScan()
 		}
 		msgs, err := d.store.History(d.ctx, conv, q)
 		if err != nil {
@@ -761,6 +766,20 @@ func (d *Dispatcher) handleGetMessage(c Conn, p *Packet) {
 		fail()
 	}
 }
+
+// startScan takes a slot for a read that scans (see Dispatcher.scans), or
+// reports that every slot is taken; endScan gives it back.
+func (d *Dispatcher) startScan() bool {
+	select {
+	case d.scans <- struct{}{}:
+		return true
+	default:
+		d.m.queueFull.Inc()
+		return false
+	}
+}
+
+func (d *Dispatcher) endScan() { <-d.scans }
 
 // addMessage files m under its group, or under the peer of uid's private
 // conversation.
