@@ -33,6 +33,17 @@ var crcTable = crc32.MakeTable(crc32.Castagnoli)
 // which includes every message acknowledged by then. RestoreBadger reads
 // it back.
 func (b *Badger) Backup(w io.Writer) error {
+	// Close waits for a backup in progress (bg) and ends it (quit): an
+	// iteration of a database closed under it would panic.
+	b.closeMu.RLock()
+	if b.closed {
+		b.closeMu.RUnlock()
+		return ErrClosed
+	}
+	b.bg.Add(1)
+	b.closeMu.RUnlock()
+	defer b.bg.Done()
+	w = &quitWriter{w: w, quit: b.quit}
 	if _, err := io.WriteString(w, backupMagic); err != nil {
 		return err
 	}
@@ -45,6 +56,22 @@ func (b *Badger) Backup(w io.Writer) error {
 	binary.BigEndian.PutUint32(t[len(trailerMagic)+8:], cw.crc)
 	_, err := w.Write(t)
 	return err
+}
+
+// quitWriter fails every write once quit is closed, which ends Badger's
+// backup stream early when the store is closing.
+type quitWriter struct {
+	w    io.Writer
+	quit chan struct{}
+}
+
+func (q *quitWriter) Write(p []byte) (int, error) {
+	select {
+	case <-q.quit:
+		return 0, ErrClosed
+	default:
+	}
+	return q.w.Write(p)
 }
 
 type crcWriter struct {

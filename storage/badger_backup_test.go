@@ -2,12 +2,16 @@ package storage
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // A backup taken while the store runs restores into a new directory that
@@ -108,4 +112,37 @@ func TestBadgerRestoreRefuses(t *testing.T) {
 			t.Fatalf("a directory restored from a backup %s opened", name)
 		}
 	}
+}
+
+// Closing the store ends a backup in progress (its writer fails) and waits
+// for it, instead of closing the database under its iteration.
+func TestBadgerCloseDuringBackup(t *testing.T) {
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	bulkLoad(t, s, GroupConv("big"), 20_000)
+	w := &slowWriter{started: make(chan struct{})}
+	done := make(chan error, 1)
+	go func() { done <- s.Backup(w) }()
+	<-w.started
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err == nil {
+		t.Fatal("a backup cut by Close reported success")
+	}
+	if err := s.Backup(io.Discard); !errors.Is(err, ErrClosed) {
+		t.Fatalf("backup of a closed store: %v", err)
+	}
+}
+
+// slowWriter takes its time with every write, so that a backup is still
+// running when the test closes the store.
+type slowWriter struct {
+	started chan struct{}
+	once    sync.Once
+}
+
+func (w *slowWriter) Write(p []byte) (int, error) {
+	w.once.Do(func() { close(w.started) })
+	time.Sleep(time.Millisecond)
+	return len(p), nil
 }
