@@ -77,6 +77,13 @@ func (s *Server) route(c *conn, req *codec.Request) {
 			s.reply(c, req, "healthz", 503, jsonType, []byte(`{"status":"draining"}`))
 			return
 		}
+		if s.opts.Health != nil {
+			if err := s.opts.Health(); err != nil {
+				msg, _ := codec.Marshal(err.Error())
+				s.reply(c, req, "healthz", 503, jsonType, []byte(`{"status":"unhealthy","error":`+string(msg)+`}`))
+				return
+			}
+		}
 		body := `{"status":"ok","connections":` + strconv.FormatInt(s.nOpen.Load(), 10) + `}`
 		s.reply(c, req, "healthz", 200, jsonType, []byte(body))
 	case p == "/metrics":

@@ -4,12 +4,14 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -366,4 +368,36 @@ func TestByteRateLimit(t *testing.T) {
 	}
 	polite.send(codec.CmdHeartbeatReq, `{}`)
 	polite.expect(codec.CmdHeartbeatReq)
+}
+
+// /healthz follows the Health check: a failed store makes it 503 with the
+// error, so that whatever supervises jimd restarts it.
+func TestHealthzReportsFailure(t *testing.T) {
+	var broken atomic.Pointer[error]
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.Health = func() error {
+			if p := broken.Load(); p != nil {
+				return *p
+			}
+			return nil
+		}
+	})
+	get := func() (int, string) {
+		t.Helper()
+		resp, err := http.Get("http://" + ts.Addr + "/healthz")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != 200 || !strings.Contains(body, `"status":"ok"`) {
+		t.Fatalf("healthy: %d %s", code, body)
+	}
+	err := errors.New(`storage: write failed: "disk" full`)
+	broken.Store(&err)
+	if code, body := get(); code != 503 || body != `{"status":"unhealthy","error":"storage: write failed: \"disk\" full"}` {
+		t.Fatalf("with a failed store: %d %s", code, body)
+	}
 }

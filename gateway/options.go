@@ -94,6 +94,11 @@ type Options struct {
 	ByteRate  float64
 	ByteBurst int
 
+	// Health, when set, is asked by every /healthz request (on the event
+	// loop, so it must be cheap): an error makes /healthz answer 503
+	// {"status":"unhealthy","error":...}, so that an orchestrator restarts
+	// a node whose store has failed instead of leaving it refusing writes.
+	Health func() error
 	// ShutdownGrace bounds how long Stop waits for queued writes to drain.
 	// Zero means 5 s.
 	ShutdownGrace time.Duration

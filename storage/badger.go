@@ -467,6 +467,10 @@ func (b *Badger) submit(ctx context.Context, r *wreq) error {
 	}
 }
 
+// Err reports the failure that made the store refuse all writes until it
+// is restarted (a failed commit or sync), or nil while it works.
+func (b *Badger) Err() error { return b.failed() }
+
 func (b *Badger) failed() error {
 	if p := b.broken.Load(); p != nil {
 		return *p

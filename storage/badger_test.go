@@ -164,9 +164,16 @@ func TestBadgerFailedSyncNeverAcks(t *testing.T) {
 
 func TestBadgerFailedCommitNeverAcks(t *testing.T) {
 	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	if s.Err() != nil {
+		t.Fatalf("a new store reports %v", s.Err())
+	}
 	s.commitFn = func(txn *badger.Txn) error { txn.Discard(); return errors.New("injected: I/O error") }
 	if a, err := s.Append(ctx, priv("a", "b", "x", "c", 1), []string{"b"}); err == nil || !strings.Contains(err.Error(), "I/O error") {
 		t.Fatalf("append with failing commit: %+v %v", a, err)
+	}
+	// What /healthz reports (jimd's gateway Health check).
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "I/O error") {
+		t.Fatalf("Err after a failed commit: %v", err)
 	}
 	h, err := s.History(ctx, PrivateConv("a", "b"), Query{})
 	if err != nil || len(h) != 0 {

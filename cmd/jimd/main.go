@@ -294,6 +294,11 @@ func run(args []string) error {
 	defer d.Close()
 
 	gopts.Registry = reg
+	if b, ok := store.(*storage.Badger); ok {
+		// A failed store refuses every write until restarted: /healthz
+		// says so, for whatever restarts jimd.
+		gopts.Health = b.Err
+	}
 	srv := gateway.New(gopts, d)
 
 	errc := make(chan error, 1)
