@@ -296,8 +296,17 @@ func run(args []string) error {
 	gopts.Registry = reg
 	if b, ok := store.(*storage.Badger); ok {
 		// A failed store refuses every write until restarted: /healthz
-		// says so, for whatever restarts jimd.
+		// says so, for whatever restarts jimd, and a gauge for alerts.
 		gopts.Health = b.Err
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "jim_store_failed",
+			Help: "1 once the store has failed a write; it then refuses every write until jimd restarts.",
+		}, func() float64 {
+			if b.Err() != nil {
+				return 1
+			}
+			return 0
+		}))
 	}
 	srv := gateway.New(gopts, d)
 
