@@ -69,9 +69,11 @@ func (d *Dispatcher) handleLogin(c Conn, p *Packet) {
 
 // MaxIDLen is the longest user id, group id or client message id jim
 // accepts, in bytes. J-IM sets no bound; jim needs one because ids are
-// parts of storage keys, and a single oversized one must be refused on its
-// own rather than reach the store.
-const MaxIDLen = 1024
+// parts of storage keys and NATS subjects, and a single oversized one must
+// be refused on its own rather than reach the store. 256 bytes holds any
+// e-mail address, UUID or OpenID subject, and keeps a private
+// conversation's key (two ids) within the JetStream store's 1,000 bytes.
+const MaxIDLen = 256
 
 // ValidID reports whether id can name a user or a group: not empty, at
 // most MaxIDLen bytes and without a NUL byte, which separates the two

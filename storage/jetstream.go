@@ -318,7 +318,8 @@ func (s *JetStream) Append(ctx context.Context, msg *Message, offline []string) 
 // message, its offline references and its dedup record; for one
 // conversation, done calls come in seq order.
 func (s *JetStream) AppendAsync(ctx context.Context, msg *Message, offline []string, done func(Ack, error)) {
-	if err := jsPartsOK(msg.Conv, msg.From); err != nil {
+	// The client id is part of the dedup record's key, a NATS subject.
+	if err := jsPartsOK(msg.Conv, msg.From, msg.ClientID); err != nil {
 		done(Ack{}, err)
 		return
 	}

@@ -3,6 +3,7 @@ package storage
 import (
 	"fmt"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -167,6 +168,44 @@ func TestJetStreamOddIDs(t *testing.T) {
 		if g, _ := s.UserGroups(ctx, u); len(g) != 1 || g[0] != u {
 			t.Fatalf("%q: groups %v", u, g)
 		}
+	}
+}
+
+// The longest ids jimd accepts (256 bytes: dispatch.MaxIDLen, which this
+// package cannot import) make subjects and keys NATS takes (its control
+// line is limited to 4 KiB by default) within the store's own bounds, and the store
+// keeps working after them.
+func TestJetStreamLongestIDs(t *testing.T) {
+	s := openTestJetStream(t, JetStreamOptions{})
+	a, b := strings.Repeat("a", 256), strings.Repeat("b", 256)
+	cid := strings.Repeat("c", 256)
+	ack, err := s.Append(ctx, priv(a, b, "hi", cid, 1), []string{b})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := s.Append(ctx, priv(a, b, "hi", cid, 1), []string{b}); err != nil || !again.Duplicate || again.ID != ack.ID {
+		t.Fatalf("resend: %+v %v", again, err)
+	}
+	if h, err := s.History(ctx, PrivateConv(a, b), Query{}); err != nil || len(h) != 1 {
+		t.Fatalf("history: %v %v", h, err)
+	}
+	if off, err := s.Offline(ctx, b, OfflineFilter{From: a}); err != nil || len(off) != 1 {
+		t.Fatalf("offline: %v %v", off, err)
+	}
+	g := strings.Repeat("g", 256)
+	if err := s.JoinGroup(ctx, g, a); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.GroupMembers(ctx, g); err != nil || len(m) != 1 || m[0] != a {
+		t.Fatalf("members: %v %v", m, err)
+	}
+	// A client id over the store's bound for a key part is refused on its
+	// own (it is part of the dedup record's key).
+	if _, err := s.Append(ctx, priv("x", "y", "long id", strings.Repeat("c", 5000), 2), nil); err == nil {
+		t.Fatal("a 5,000-byte client id was accepted")
+	}
+	if _, err := s.Append(ctx, priv("x", "y", "after", "", 2), nil); err != nil {
+		t.Fatalf("the store after the longest ids: %v", err)
 	}
 }
 
