@@ -470,7 +470,14 @@
     // seq numbers a conversation 1, 2, 3, ...: the page before seq n ends
     // at offset n-1. ingest skips any message already on screen.
     const end = floor - 1;
-    const offset = Math.max(0, end - OLDER_PAGE);
+    let offset = Math.max(0, end - OLDER_PAGE);
+    // The server may cut a page short (it bounds a reply's bytes), from
+    // its newest end: the messages just below the floor are then still
+    // missing above the ones that came. Fill that gap first, forwards from
+    // the highest seq held below it, so every page moves on.
+    for (let s = end - 1; s > offset; s--) {
+      if (c.bySeq.has(s)) { offset = s; break; }
+    }
     requestMessages({ kind: "older", key: c.key },
       Object.assign({ cmd: CMD.GET_MSG, type: 1, userId: S.me, offset: offset, count: end - offset }, convTarget(c)));
     renderAll();
