@@ -278,18 +278,13 @@ func (u *wsUser) groupChat(gid string, texts ...string) {
 	}
 }
 
-func TestBrowserChat(t *testing.T) {
-	chrome := chromiumPath(t)
-	out := outputDir(t)
-	st := storage.NewMemory()
-	t.Cleanup(func() { st.Close() })
-	addr := jimtest.FreePort(t)
-	srv := startJim(t, addr, st)
-	t.Cleanup(func() { srv.Stop() })
-	base := "http://" + addr + "/"
-
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
+// startBrowser starts a headless Chromium for the test, ended with it
+// after at most timeout, and returns what opens a tab in it (each tab its
+// own browser context, so its own cookies and storage).
+func startBrowser(t *testing.T, chrome string, timeout time.Duration) func(name string, w, h int64) *tab {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx,
 		chromedp.ExecPath(chrome),
 		chromedp.Flag("headless", true),
@@ -308,13 +303,13 @@ func TestBrowserChat(t *testing.T) {
 		chromedp.Flag("disable-renderer-backgrounding", true),
 		chromedp.UserDataDir(t.TempDir()),
 	)
-	defer cancelAlloc()
+	t.Cleanup(cancelAlloc)
 	browserCtx, cancelBrowser := chromedp.NewContext(allocCtx)
-	defer cancelBrowser()
+	t.Cleanup(cancelBrowser)
 	if err := chromedp.Do(browserCtx); err != nil {
 		t.Fatalf("starting %s: %v", chrome, err)
 	}
-	newTab := func(name string, w, h int64) *tab {
+	return func(name string, w, h int64) *tab {
 		c, cancel := chromedp.NewContext(browserCtx, chromedp.WithNewBrowserContext())
 		t.Cleanup(cancel)
 		// The tab lives as long as the context of its first action: make
@@ -324,6 +319,19 @@ func TestBrowserChat(t *testing.T) {
 		}
 		return &tab{t: t, ctx: c, name: name, w: w, h: h}
 	}
+}
+
+func TestBrowserChat(t *testing.T) {
+	chrome := chromiumPath(t)
+	out := outputDir(t)
+	st := storage.NewMemory()
+	t.Cleanup(func() { st.Close() })
+	addr := jimtest.FreePort(t)
+	srv := startJim(t, addr, st)
+	t.Cleanup(func() { srv.Stop() })
+	base := "http://" + addr + "/"
+
+	newTab := startBrowser(t, chrome, 90*time.Second)
 	alice := newTab("alice", 1280, 800) // laptop
 	bob := newTab("bob", 390, 844)      // phone
 
@@ -462,4 +470,55 @@ func TestBrowserChat(t *testing.T) {
 	bob.screenshot(out, "bob-list")
 	alice.openConv("u:bob")
 	alice.screenshot(out, "alice-private")
+}
+
+// With replies cut to a few messages by their bytes (the server's
+// MaxReplyBytes, set tiny here), "load older" still walks a long group
+// history back to its start: a cut page leaves a gap below what the page
+// shows, and the next click fills it instead of asking for the same page.
+func TestBrowserOlderPagesCutBySize(t *testing.T) {
+	chrome := chromiumPath(t)
+	addr := jimtest.FreePort(t)
+	srv, err := jimtest.Start(gateway.Options{Addr: addr, Static: web.FS()}, dispatch.Options{MaxReplyBytes: 1200})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	carol := dialUser(t, addr, "carol")
+	carol.send(map[string]any{"cmd": 7, "groupId": "big"})
+	carol.until(func(m map[string]any) bool { return m["command"] == float64(9) })
+	const n = 80
+	var texts []string
+	for i := 1; i <= n; i++ {
+		texts = append(texts, "m "+strconv.Itoa(i))
+	}
+	carol.groupChat("big", texts...)
+
+	alice := startBrowser(t, chrome, 90*time.Second)("alice", 1280, 800)
+	alice.open("http://" + addr + "/")
+	alice.login("alice")
+	alice.joinGroup("big")
+	alice.waitMsg("m 80")
+	shown := func() int {
+		var k int
+		alice.eval(`document.querySelectorAll("#msg-list .msg").length`, &k)
+		return k
+	}
+	for clicks := 0; ; clicks++ {
+		var atStart bool
+		alice.eval(`!document.getElementById("history-start").hidden`, &atStart)
+		if atStart {
+			break
+		}
+		if clicks > 3*n {
+			t.Fatalf("history start not reached after %d clicks: %d of %d messages shown", clicks, shown(), n)
+		}
+		before := shown()
+		alice.click("#load-older")
+		alice.wait("an older page", fmt.Sprintf(`document.querySelectorAll("#msg-list .msg").length > %d || !document.getElementById("history-start").hidden`, before))
+	}
+	if got := shown(); got != n {
+		t.Fatalf("alice shows %d group messages at the start of history, want %d", got, n)
+	}
+	alice.waitMsg("m 1")
 }
