@@ -77,6 +77,31 @@ func FuzzDecodeTCP(f *testing.F) {
 					t.Fatalf("at %d: oversized frame %x decoded as %+v", off, h[:p+5], f1)
 				}
 			}
+			if n1 > 0 || e1 == ErrBodyTooLarge {
+				// Any prefix holding the whole header gives the same
+				// command and seq before the body is there.
+				hdr := tcpHeaderLen
+				if data[off+1]&MaskHasSeq != 0 {
+					hdr = tcpHeaderSeqLen
+				}
+				for _, k := range []int{hdr - 1, hdr, len(data) - off} {
+					h, ok := PeekTCPHeader(data[off : off+k])
+					want := TCPFrame{Cmd: f1.Cmd, Seq: f1.Seq, HasSeq: f1.HasSeq}
+					if ok != (k >= hdr) || ok && !reflect.DeepEqual(h, want) {
+						t.Fatalf("at %d: PeekTCPHeader of %d bytes: %+v %v, want %+v", off, k, h, ok, want)
+					}
+				}
+				if fl, ok := TCPFrameLen(data[off:]); !ok || n1 > 0 && fl != int64(n1) {
+					t.Fatalf("at %d: TCPFrameLen %d %v, decoded %d", off, fl, ok, n1)
+				}
+			}
+			if e1 == nil && n1 == 0 {
+				// Waiting for more: the frame's length, once known, is
+				// more than what is there.
+				if fl, ok := TCPFrameLen(data[off:]); ok && fl <= int64(len(data)-off) {
+					t.Fatalf("at %d: incomplete, but TCPFrameLen %d of %d bytes", off, fl, len(data)-off)
+				}
+			}
 			if e1 != nil || n1 == 0 {
 				break
 			}
@@ -180,6 +205,23 @@ func FuzzWSDecode(f *testing.F) {
 			if m.Op < WSClose && len(m.Payload) > 1024 || m.Op >= WSClose && len(m.Payload) > 125 {
 				t.Fatalf("payload %d for op %d", len(m.Payload), m.Op)
 			}
+		}
+		// WSFrameLen gives the length of every frame taken, and more than
+		// what is there for a frame still awaited.
+		d3 := WSDecoder{MaxMessage: 1024, RequireMask: requireMask}
+		for off := 0; off < len(data); {
+			_, _, n, err := d3.Decode(data[off:])
+			if err != nil {
+				break
+			}
+			fl, ok := WSFrameLen(data[off:])
+			if n > 0 && (!ok || fl != uint64(n)) || n == 0 && ok && fl <= uint64(len(data)-off) {
+				t.Fatalf("at %d: decoded %d, WSFrameLen %d %v of %d bytes", off, n, fl, ok, len(data)-off)
+			}
+			if n == 0 {
+				break
+			}
+			off += n
 		}
 	})
 }

@@ -109,6 +109,43 @@ func decodeTCP(buf []byte, maxBody int, dropping bool, drop Cmd) (f TCPFrame, n 
 	return f, end, nil
 }
 
+// PeekTCPHeader returns the command and seq of the frame at the start of
+// buf once its header is whole, before its body has arrived, so that a frame
+// refused mid-way can be answered under its own command. ok is false while
+// the header is incomplete, or for a header DecodeTCP refuses outright (a
+// wrong version, a negative length).
+func PeekTCPHeader(buf []byte) (f TCPFrame, ok bool) {
+	f, _, ok = peekTCP(buf)
+	return f, ok
+}
+
+// TCPFrameLen is the length of the frame at the start of buf, header and
+// body, as soon as its header is whole (ok): how many bytes DecodeTCP waits
+// for. A negative length is not ok.
+func TCPFrameLen(buf []byte) (n int64, ok bool) {
+	_, n, ok = peekTCP(buf)
+	return n, ok
+}
+
+func peekTCP(buf []byte) (f TCPFrame, n int64, ok bool) {
+	if len(buf) < 2 || buf[0] != TCPVersion {
+		return f, 0, false
+	}
+	hasSeq := buf[1]&MaskHasSeq != 0
+	hdr, p := tcpHeaderLen, 2
+	if hasSeq {
+		hdr, p = tcpHeaderSeqLen, 6
+	}
+	if len(buf) < hdr {
+		return f, 0, false
+	}
+	length := int32(binary.BigEndian.Uint32(buf[p+1:]))
+	if length < 0 {
+		return f, 0, false
+	}
+	return tcpHeader(buf, p, hasSeq), int64(hdr) + int64(length), true
+}
+
 // tcpHeader returns the command and seq of a whole header whose command
 // byte is at p.
 func tcpHeader(buf []byte, p int, hasSeq bool) (f TCPFrame) {

@@ -119,6 +119,41 @@ type WSDecoder struct {
 	inFrag bool   // a fragmented message is in flight (frag may still be empty)
 }
 
+// Buffered is the memory held by a fragmented message still being
+// reassembled: what a connection costs beyond its socket buffers while
+// the message arrives.
+func (d *WSDecoder) Buffered() int { return cap(d.frag) }
+
+// WSFrameLen is the length of the frame at the start of buf, header and
+// payload, as soon as its header is whole (ok): how many bytes Decode waits
+// for before it can take the frame. It checks nothing else; a frame Decode
+// would refuse may still have a length.
+func WSFrameLen(buf []byte) (n uint64, ok bool) {
+	if len(buf) < 2 {
+		return 0, false
+	}
+	hdr, length := uint64(2), uint64(buf[1]&0x7f)
+	switch length {
+	case 126:
+		if len(buf) < 4 {
+			return 0, false
+		}
+		hdr, length = 4, uint64(binary.BigEndian.Uint16(buf[2:]))
+	case 127:
+		if len(buf) < 10 {
+			return 0, false
+		}
+		hdr, length = 10, binary.BigEndian.Uint64(buf[2:])
+		if length>>63 != 0 {
+			return 0, false
+		}
+	}
+	if buf[1]&0x80 != 0 {
+		hdr += 4
+	}
+	return hdr + length, true
+}
+
 // Decode consumes at most one frame from the start of buf. n == 0 && err ==
 // nil means more bytes are needed. ok reports whether msg holds a message: a
 // final data frame completing a message, or a control frame, which may arrive

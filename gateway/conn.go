@@ -353,7 +353,11 @@ type loopState struct {
 	connsMu sync.Mutex
 	conns   []*conn
 
-	tlsBuf    []byte // loop-owned scratch for decrypted TLS records
+	tlsBuf []byte // loop-owned scratch for decrypted TLS records
+	// held maps the loop's connections charged against MaxInboundPending
+	// to their charge (see holdInbound); loop-owned. Few connections are
+	// ever in it, so it costs idle connections nothing.
+	held      map[*conn]heldConn
 	mu        sync.Mutex
 	dirty     []*conn
 	spare     []*conn

@@ -40,3 +40,7 @@ func SetSocketSendBuffer(n int) (restore func()) {
 	sockSendBuf = n
 	return func() { sockSendBuf = old }
 }
+
+// InboundWaits is how many reads the server left undecoded because the
+// frame they belong to was not whole yet.
+func InboundWaits(s *Server) uint64 { return s.waits.Load() }

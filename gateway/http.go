@@ -237,6 +237,8 @@ func httpReason(code int) string {
 		return "request body too large"
 	case 431:
 		return "request header fields too large"
+	case 503:
+		return "server busy"
 	}
 	return "error"
 }

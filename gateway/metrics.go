@@ -16,6 +16,8 @@ type metrics struct {
 	rateLimited   *prometheus.CounterVec
 	tlsHandshakes *prometheus.CounterVec
 	tlsReloads    *prometheus.CounterVec
+	// inboundRefused counts frames refused by MaxInboundPending.
+	inboundRefused prometheus.Counter
 }
 
 func newMetrics(r prometheus.Registerer) *metrics {
@@ -53,9 +55,12 @@ func newMetrics(r prometheus.Registerer) *metrics {
 		tlsReloads: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "jim_tls_cert_reloads_total", Help: "TLS certificate reloads by result (ok or error).",
 		}, []string{"result"}),
+		inboundRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "jim_inbound_refused_total", Help: "Connections refused a frame still arriving because all connections together held the inbound budget (-max-inbound-pending).",
+		}),
 	}
 	r.MustRegister(m.connections, m.accepted, m.disconnects, m.decodeErrors,
 		m.slowConsumers, m.bytesIn, m.bytesOut, m.httpRequests, m.rateLimited,
-		m.tlsHandshakes, m.tlsReloads)
+		m.tlsHandshakes, m.tlsReloads, m.inboundRefused)
 	return m
 }

@@ -81,6 +81,16 @@ type Options struct {
 	// make the server buffer a megabyte. Zero means 16 KiB.
 	MaxPreAuthBody int
 
+	// MaxInboundPending bounds the inbound bytes all connections together
+	// hold undecoded: frames still arriving, pipelined HTTP requests
+	// waiting their turn, WebSocket messages being reassembled. Each
+	// connection holds up to 16 KiB free of it; one that holds more is
+	// charged all it holds, and one whose holding grows while the total is
+	// over the bound is answered busy (10101 under its frame's command,
+	// WebSocket close 1013, HTTP 503) and closed. Zero means 256 MiB;
+	// negative means no bound.
+	MaxInboundPending int64
+
 	// MsgRate and MsgBurst are a per-connection token bucket on inbound
 	// messages. A message over the rate is refused with status 10104; a
 	// connection refused MsgBurst times in a row is disconnected. Zero
@@ -154,6 +164,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.MaxPreAuthBody == 0 {
 		o.MaxPreAuthBody = 16 << 10
+	}
+	if o.MaxInboundPending == 0 {
+		o.MaxInboundPending = 256 << 20
 	}
 	if o.MsgRate > 0 && o.MsgBurst == 0 {
 		o.MsgBurst = int(2*o.MsgRate) + 1

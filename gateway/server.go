@@ -61,6 +61,8 @@ type Server struct {
 	auSeconds int64 // login timeout in wheel seconds; 0 disables
 
 	nOpen    atomic.Int64
+	pending  atomic.Int64  // inbound bytes charged by holdInbound
+	waits    atomic.Uint64 // reads waitInbound left undecoded, for tests
 	perIP    ipCounter
 	draining atomic.Bool // lame duck: refuse new connections, shed old ones
 
@@ -98,6 +100,10 @@ func New(o Options, h Handler) *Server {
 		started: make(chan struct{}),
 		loops:   make(map[gnet.EventLoop]*loopState),
 	}
+	o.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jim_inbound_pending_bytes",
+		Help: "Inbound bytes held undecoded by connections holding more than 16 KiB each, the amount -max-inbound-pending bounds.",
+	}, func() float64 { return float64(s.pending.Load()) }))
 	if o.HeartbeatTimeout > 0 {
 		s.hbSeconds = int64((o.HeartbeatTimeout + time.Second - 1) / time.Second)
 	}
@@ -253,6 +259,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 		reason = reasonPeer
 	}
 	c.loop.remove(c)
+	s.releaseInbound(c)
 	s.nOpen.Add(-1)
 	if c.ipSlot {
 		s.perIP.dec(addrOf(c.remote))
@@ -291,6 +298,14 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 }
 
 func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
+	if c.tls == nil {
+		if skip, keep := s.waitInbound(c, gc); skip {
+			if !keep {
+				return gnet.Close
+			}
+			return gnet.None
+		}
+	}
 	buf, _ := gc.Peek(-1)
 	if len(buf) == 0 {
 		if c.tls != nil {
@@ -301,17 +316,32 @@ func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	c.lastActive.Store(int32(s.wheel.now.Load()))
-	if !s.allowBytes(c, len(buf)) {
-		c.setReason(reasonByteRate)
-		return gnet.Close
-	}
 	if c.tls != nil {
+		// Ciphertext is taken whole on every read, so each byte is
+		// charged once.
+		if !s.allowBytes(c, len(buf)) {
+			c.setReason(reasonByteRate)
+			return gnet.Close
+		}
 		return s.trafficTLS(c, buf)
 	}
 	consumed, keep := s.process(c, buf)
+	if keep && c.tls == nil && !s.holdInbound(c, len(buf)-consumed+wsHeld(c), buf[consumed:]) {
+		s.refuseInbound(c, buf[consumed:])
+		consumed = len(buf) // dropped at once: c closes after the answer
+	}
 	if consumed > 0 {
 		s.metrics.bytesIn.Add(float64(consumed))
 		_, _ = gc.Discard(consumed)
+	}
+	// Plaintext is charged as it is consumed: bytes of a frame still
+	// arriving stay in gnet's buffer and are seen again on the next read,
+	// and charging them on every read charged a large frame trickled in
+	// small pieces many times over. What is held unconsumed is bounded by
+	// the frame limits and MaxInboundPending.
+	if keep && !s.allowBytes(c, consumed) {
+		c.setReason(reasonByteRate)
+		return gnet.Close
 	}
 	if !keep {
 		return gnet.Close

@@ -223,6 +223,10 @@ func (s *Server) trafficTLS(c *conn, ciphertext []byte) gnet.Action {
 	if keep && !fed && len(t.in) > 0 {
 		keep = s.feedTLS(c, nil)
 	}
+	if keep && !s.holdInbound(c, len(t.in)+wsHeld(c), nil) {
+		s.refuseInbound(c, t.in)
+		t.in = nil
+	}
 	// Handshake flights, session tickets and alerts go out now; replies to
 	// the plaintext were queued and are encrypted by the next flush.
 	if err := t.flushOut(); err != nil {

@@ -68,6 +68,7 @@ func run(args []string) error {
 		maxConns   = fs.Int("max-conns", 0, "cap on open connections (0: the file limit)")
 		maxPerIP   = fs.Int("max-conns-per-ip", 0, "cap on open connections per source address (0: none)")
 		preAuth    = fs.Int("max-pre-auth-body", 16<<10, "largest frame or message accepted before login, in bytes")
+		inPending  = fs.Int64("max-inbound-pending", 256<<20, "bytes all connections together may hold in frames still arriving, counting only connections that hold over 16 KiB (negative: no bound); one that would pass it gets 10101 and is closed")
 		msgRate    = fs.Float64("msg-rate", 0, "inbound messages per second per connection (0: unlimited); over it gets status 10104")
 		msgBurst   = fs.Int("msg-burst", 0, "burst of -msg-rate (0: two seconds' worth)")
 		byteRate   = fs.Float64("byte-rate", 0, "inbound bytes per second per connection (0: unlimited); far over it disconnects")
@@ -140,27 +141,28 @@ func run(args []string) error {
 	slog.SetDefault(log)
 
 	gopts := gateway.Options{
-		Addr:             *addr,
-		NumEventLoop:     *loops,
-		NoIOURing:        !*ioURing,
-		HeartbeatTimeout: disabledIsNegative(*hbTimeout),
-		AuthTimeout:      disabledIsNegative(*auTimeout),
-		MaxOutbound:      *maxOut,
-		MaxTCPBody:       *maxBody,
-		MaxWSMessage:     *maxWS,
-		WSRequireMask:    *wsStrict,
-		WSEchoPath:       *wsEcho,
-		TLSCertFile:      *tlsCert,
-		TLSKeyFile:       *tlsKey,
-		MaxConns:         *maxConns,
-		MaxConnsPerIP:    *maxPerIP,
-		MaxPreAuthBody:   *preAuth,
-		MsgRate:          *msgRate,
-		MsgBurst:         *msgBurst,
-		ByteRate:         *byteRate,
-		Static:           web.FS(),
-		Logger:           log,
-		ShutdownGrace:    *drainGrace,
+		Addr:              *addr,
+		NumEventLoop:      *loops,
+		NoIOURing:         !*ioURing,
+		HeartbeatTimeout:  disabledIsNegative(*hbTimeout),
+		AuthTimeout:       disabledIsNegative(*auTimeout),
+		MaxOutbound:       *maxOut,
+		MaxTCPBody:        *maxBody,
+		MaxWSMessage:      *maxWS,
+		WSRequireMask:     *wsStrict,
+		WSEchoPath:        *wsEcho,
+		TLSCertFile:       *tlsCert,
+		TLSKeyFile:        *tlsKey,
+		MaxConns:          *maxConns,
+		MaxConnsPerIP:     *maxPerIP,
+		MaxPreAuthBody:    *preAuth,
+		MaxInboundPending: *inPending,
+		MsgRate:           *msgRate,
+		MsgBurst:          *msgBurst,
+		ByteRate:          *byteRate,
+		Static:            web.FS(),
+		Logger:            log,
+		ShutdownGrace:     *drainGrace,
 	}
 	// A bad certificate fails here, before the data directory is touched.
 	if err := gopts.Validate(); err != nil {

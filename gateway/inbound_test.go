@@ -1,0 +1,209 @@
+package gateway_test
+
+import (
+	"encoding/binary"
+	"fmt"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"jim/codec"
+	"jim/dispatch"
+	"jim/gateway"
+	"jim/internal/jimtest"
+)
+
+func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no gauge %s", name)
+	return 0
+}
+
+// waitGauge polls a gauge until cond holds.
+func waitGauge(t *testing.T, reg *prometheus.Registry, name string, cond func(float64) bool) float64 {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v := gaugeValue(t, reg, name)
+		if cond(v) || time.Now().After(deadline) {
+			return v
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// chatFrame is a cmd-11 frame to "nobody" whose body is exactly n bytes.
+func chatFrame(seq int32, n int) []byte {
+	head, tail := `{"cmd":11,"to":"nobody","chatType":2,"content":"`, `"}`
+	body := head + strings.Repeat("x", n-len(head)-len(tail)) + tail
+	return codec.AppendTCP(nil, codec.CmdChatReq, seq, true, []byte(body))
+}
+
+// readSeqReply reads one frame carrying a seq and returns its cmd, seq and
+// body.
+func readSeqReply(t *testing.T, c *tcpClient) (codec.Cmd, uint32, string) {
+	t.Helper()
+	_ = c.c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hdr := make([]byte, 11)
+	if _, err := io.ReadFull(c.br, hdr); err != nil {
+		t.Fatalf("no reply: %v", err)
+	}
+	if hdr[1]&codec.MaskHasSeq == 0 {
+		t.Fatalf("reply header %x has no seq", hdr)
+	}
+	body := make([]byte, binary.BigEndian.Uint32(hdr[7:]))
+	if _, err := io.ReadFull(c.br, body); err != nil {
+		t.Fatal(err)
+	}
+	return codec.Cmd(int8(hdr[6])), binary.BigEndian.Uint32(hdr[2:]), string(body)
+}
+
+// Frames still arriving are bounded server-wide: two connections holding
+// 400 KiB each fit a 1 MiB budget, a third that would take the total over
+// it is answered busy under its frame's command and seq and closed, and the
+// two finish their frames as if nothing happened. The budget is back to 0
+// once they have.
+// Over TLS the same, counted in decrypted bytes.
+func TestInboundBudget(t *testing.T) {
+	t.Run("tcp", func(t *testing.T) {
+		testInboundBudget(t, nil, func(addr string) *tcpClient { return dialTCP(t, addr) })
+	})
+	t.Run("tls", func(t *testing.T) {
+		cert := jimtest.WriteCert(t, 1, "", "")
+		testInboundBudget(t, cert, func(addr string) *tcpClient {
+			c, _ := dialTLS(t, addr, cert.ClientConfig())
+			return c
+		})
+	})
+}
+
+func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) *tcpClient) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxInboundPending = 1 << 20
+		o.Registry = reg
+		if cert != nil {
+			o.TLSCertFile, o.TLSKeyFile = cert.CertFile, cert.KeyFile
+		}
+	})
+	const size, part = 600 << 10, 400 << 10
+	var held []*tcpClient
+	var frames [][]byte
+	for i := range 3 {
+		c := dial(ts.Addr)
+		c.login(fmt.Sprintf("big%d", i))
+		f := chatFrame(int32(100+i), size)
+		if _, err := c.c.Write(f[:part]); err != nil {
+			t.Fatal(err)
+		}
+		if i == 2 {
+			cmd, seq, body := readSeqReply(t, c)
+			if cmd != codec.CmdChatResp || seq != 102 || !strings.Contains(body, `"code":10101`) {
+				t.Fatalf("over the budget: cmd %d seq %d %s, want cmd 12 seq 102 code 10101", cmd, seq, body)
+			}
+			if !c.closedByServer() {
+				t.Fatal("connection over the budget left open")
+			}
+			break
+		}
+		want := float64((i + 1) * part)
+		if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == want }); v != want {
+			t.Fatalf("after %d partial frames jim_inbound_pending_bytes = %v, want %v", i+1, v, want)
+		}
+		held = append(held, c)
+		frames = append(frames, f)
+	}
+	for i, c := range held {
+		if _, err := c.c.Write(frames[i][part:]); err != nil {
+			t.Fatal(err)
+		}
+		cmd, seq, body := readSeqReply(t, c)
+		if cmd != codec.CmdChatResp || seq != uint32(100+i) || !strings.Contains(body, `"code":10001`) {
+			t.Fatalf("frame %d completed: cmd %d seq %d %.100s, want the chat reply (offline receiver)", i, cmd, seq, body)
+		}
+	}
+	if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == 0 }); v != 0 {
+		t.Fatalf("jim_inbound_pending_bytes = %v after the frames completed", v)
+	}
+	if v := counterValue(t, reg, "jim_inbound_refused_total"); v != 1 {
+		t.Fatalf("jim_inbound_refused_total = %v", v)
+	}
+}
+
+// A WebSocket message still arriving counts against the budget the same
+// way; over it the connection gets close code 1013 (try again later).
+func TestInboundBudgetWebSocket(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxInboundPending = 64 << 10
+		o.Registry = reg
+	})
+	w := dialRawWS(t, ts.Addr, "/?username=wsbig&password=1")
+	if op, _, err := w.next(); err != nil || op != opText {
+		t.Fatalf("login reply: op %d %v", op, err)
+	}
+	// Two fragments already reassembled, a third arriving: all of it is
+	// held.
+	part := []byte(strings.Repeat(" ", 30<<10))
+	f := frame(opText, part, false)
+	w.send(f, frame(opCont, part, false))
+	last := frame(opCont, part, false)
+	w.send(last[:len(last)-10])
+	op, payload, err := w.next()
+	if err != nil || op != opClos || len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1013 {
+		t.Fatalf("over the budget: op %d %q %v, want close 1013", op, payload, err)
+	}
+	if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == 0 }); v != 0 {
+		t.Fatalf("jim_inbound_pending_bytes = %v after the refusal", v)
+	}
+}
+
+// A large frame trickled in small pieces is charged to the byte rate once,
+// when it is decoded, not once per read it is seen in; and the reads that
+// cannot complete it are not decoded at all (gnet's Peek copies all that is
+// held, so decoding each read cost a megabyte frame about 140 ms of the
+// loop). Before, a 1 MiB frame sent in 4 KiB pieces under a 2 MiB/s byte
+// rate was charged over a hundred megabytes and disconnected.
+func TestTrickledFrame(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.ByteRate = 2 << 20
+		o.ByteBurst = 2 << 20
+		o.Registry = reg
+	})
+	c := dialTCP(t, ts.Addr)
+	c.login("trickle")
+	f := chatFrame(7, 1<<20-100)
+	const piece = 4 << 10
+	for off := 0; off < len(f); off += piece {
+		if _, err := c.c.Write(f[off:min(off+piece, len(f))]); err != nil {
+			t.Fatalf("at %d: %v", off, err)
+		}
+		// Each piece its own read on the server.
+		time.Sleep(200 * time.Microsecond)
+	}
+	cmd, seq, body := readSeqReply(t, c)
+	if cmd != codec.CmdChatResp || seq != 7 || !strings.Contains(body, `"code":10001`) {
+		t.Fatalf("trickled frame: cmd %d seq %d %.100s", cmd, seq, body)
+	}
+	if v := counterValue(t, reg, "jim_rate_limited_total"); v != 0 {
+		t.Fatalf("jim_rate_limited_total = %v", v)
+	}
+	if w := gateway.InboundWaits(ts.Srv); w < 10 {
+		t.Fatalf("%d reads skipped while the frame arrived; want most of its %d pieces", w, len(f)/piece)
+	}
+}
