@@ -44,3 +44,6 @@ func SetSocketSendBuffer(n int) (restore func()) {
 // InboundWaits is how many reads the server left undecoded because the
 // frame they belong to was not whole yet.
 func InboundWaits(s *Server) uint64 { return s.waits.Load() }
+
+// HandshakeSteps is how many TLS handshake steps ran on the workers.
+func HandshakeSteps(s *Server) uint64 { return s.hsSteps.Load() }

@@ -122,6 +122,11 @@ type Options struct {
 	// not load, make Validate and Serve fail.
 	TLSCertFile string
 	TLSKeyFile  string
+	// TLSHandshakeWorkers run the steps of TLS handshakes (the public-key
+	// work) off the event loops, so that a flood of handshakes does not
+	// stall established connections. Zero means half the CPUs (at least
+	// one); negative runs handshakes on the loops.
+	TLSHandshakeWorkers int
 
 	// NoIOURing writes every connection with its own write call. By
 	// default, on Linux with io_uring (5.19 or later, not disabled by

@@ -66,8 +66,10 @@ type Server struct {
 	perIP    ipCounter
 	draining atomic.Bool // lame duck: refuse new connections, shed old ones
 
-	tls    *serverTLS // nil without a certificate
-	tlsErr error      // why the certificate did not load; Serve returns it
+	tls     *serverTLS    // nil without a certificate
+	hsJobs  chan hsJob    // handshake steps for the workers; nil without them
+	hsSteps atomic.Uint64 // steps the workers ran, for tests
+	tlsErr  error         // why the certificate did not load; Serve returns it
 
 	// closedGen counts connections marked closed; cached fan-out splits
 	// made before the last close are rebuilt (see SendMany).
@@ -143,6 +145,8 @@ func (s *Server) Serve() error {
 		addr = "tcp://" + addr
 	}
 	go s.clock()
+	stopHandshakes := s.startHandshakeWorkers()
+	defer stopHandshakes()
 	opts := []gnet.Option{
 		gnet.WithMulticore(true),
 		gnet.WithNumEventLoop(loops),
@@ -298,6 +302,9 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 }
 
 func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
+	if c.tls != nil && c.tls.hs.Load() == hsBusy {
+		return gnet.None // a handshake step is on a worker; its end wakes c
+	}
 	if c.tls == nil {
 		if skip, keep := s.waitInbound(c, gc); skip {
 			if !keep {

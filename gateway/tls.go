@@ -25,14 +25,18 @@ import (
 // handshake can be fed bytes as they arrive instead of reading a net.Conn):
 //
 //   - inbound, on the event loop: ciphertext from OnTraffic is appended to the
-//     TLS engine, which advances the handshake and decrypts complete records;
+//     TLS engine, which decrypts complete records (the handshake's steps are
+//     handed to workers, tls_handshake.go);
 //     the plaintext runs through the same sniff/TCP/HTTP/WS state machine as a
 //     plain connection, so J-IM TCP, WSS and HTTPS all work inside TLS;
 //   - outbound: sendRaw queues plaintext from any goroutine as for a plain
-//     connection; conn.flush, on the loop, encrypts it. The engine therefore
-//     only ever runs on the connection's loop and needs no locking of ours;
+//     connection; conn.flush, on the loop, encrypts it;
 //   - whatever the engine writes (handshake flights, records, alerts) is
 //     collected in tlsConn.out and handed to gnet in one write per step.
+//
+// The engine therefore runs on the connection's loop, or on a handshake
+// worker while the loop leaves it alone, never on both at once, and needs
+// no locking of ours.
 //
 // A connection that never finishes its handshake is still in stateSniff, so
 // the login deadline closes it like any client that never logs in.
@@ -166,6 +170,9 @@ type tlsConn struct {
 	in    []byte // plaintext the state machine has not consumed yet
 	ready bool   // handshake complete
 	dead  bool   // the socket is gone: drop whatever the engine writes
+
+	hs    atomic.Int32 // hsIdle, or a handshake step on a worker (tls_handshake.go)
+	hsErr error        // the step's error, written by the worker before hsDone
 }
 
 func (s *Server) startTLS(c *conn) {
@@ -178,6 +185,31 @@ func (s *Server) startTLS(c *conn) {
 // when the connection was woken to resume after an asynchronous reply).
 func (s *Server) trafficTLS(c *conn, ciphertext []byte) gnet.Action {
 	t := c.tls
+	switch t.hs.Load() {
+	case hsBusy:
+		return gnet.None // the ciphertext waits in gnet's buffer; the worker wakes c
+	case hsDone:
+		t.hs.Store(hsIdle)
+		if err := t.hsErr; err != nil {
+			t.hsErr = nil
+			s.metrics.tlsHandshakes.WithLabelValues("error").Inc()
+			c.setReason(reasonTLSHandshake)
+			_ = t.flushOut() // the alert
+			return gnet.Close
+		}
+	}
+	if !t.ready && len(ciphertext) > 0 && !t.eng.ConnectionState().HandshakeComplete {
+		// A flight the last step made goes out first: once the next step
+		// is queued, t.out is the worker's.
+		if err := t.flushOut(); err != nil {
+			return gnet.Close
+		}
+		if s.offloadHandshake(c, ciphertext) {
+			s.metrics.bytesIn.Add(float64(len(ciphertext)))
+			_, _ = c.gc.Discard(len(ciphertext))
+			return gnet.None
+		}
+	}
 	loop := c.loop
 	if loop.tlsBuf == nil {
 		// One decrypted record at most; shared by the loop's connections.
@@ -302,6 +334,11 @@ func (t *tlsConn) flushOut() error {
 
 // release frees the engine's buffers when the connection has closed.
 func (t *tlsConn) release() {
+	if t.hs.CompareAndSwap(hsBusy, hsClosed) {
+		// A worker has the engine and its output; it drops them.
+		t.in = nil
+		return
+	}
 	t.dead = true
 	_ = t.eng.Close() // its close_notify, if any, is dropped by Write
 	if t.out != nil {

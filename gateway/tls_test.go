@@ -597,7 +597,18 @@ func TestTLSIdleMemory(t *testing.T) {
 // the same process and take a share of the CPU.
 func BenchmarkTLSHandshake(b *testing.B) {
 	cert := jimtest.WriteCert(b, 1, "", "")
-	ts := startTLSServer(b, cert, nil)
+	for _, where := range []struct {
+		name    string
+		workers int
+	}{{"workers", 0}, {"loops", -1}} {
+		b.Run(where.name, func(b *testing.B) {
+			ts := startTLSServer(b, cert, func(o *gateway.Options, _ *dispatch.Options) { o.TLSHandshakeWorkers = where.workers })
+			benchmarkTLSHandshake(b, cert, ts.Addr)
+		})
+	}
+}
+
+func benchmarkTLSHandshake(b *testing.B, cert *jimtest.Cert, addr string) {
 	for _, bb := range []struct {
 		name string
 		mod  func(*tls.Config)
@@ -617,7 +628,7 @@ func BenchmarkTLSHandshake(b *testing.B) {
 			b.RunParallel(func(pb *testing.PB) {
 				buf := make([]byte, 256)
 				for pb.Next() {
-					c, err := tls.Dial("tcp", ts.Addr, conf)
+					c, err := tls.Dial("tcp", addr, conf)
 					if err != nil {
 						b.Error(err)
 						return

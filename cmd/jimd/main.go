@@ -65,6 +65,7 @@ func run(args []string) error {
 		memtable   = fs.Int("badger-memtable-mb", 0, "Badger memtable size in MiB (0: Badger's 64); smaller saves memory, costs some ack latency")
 		tlsCert    = fs.String("tls-cert", "", "PEM certificate: TLS (TCP, WSS, HTTPS) on the same port; reloaded on SIGHUP")
 		tlsKey     = fs.String("tls-key", "", "PEM private key of -tls-cert")
+		tlsHSW     = fs.Int("tls-handshake-workers", 0, "goroutines that run TLS handshakes off the event loops (0: half the CPUs; negative: on the loops)")
 		maxConns   = fs.Int("max-conns", 0, "cap on open connections (0: the file limit)")
 		maxPerIP   = fs.Int("max-conns-per-ip", 0, "cap on open connections per source address (0: none)")
 		preAuth    = fs.Int("max-pre-auth-body", 16<<10, "largest frame or message accepted before login, in bytes")
@@ -141,28 +142,29 @@ func run(args []string) error {
 	slog.SetDefault(log)
 
 	gopts := gateway.Options{
-		Addr:              *addr,
-		NumEventLoop:      *loops,
-		NoIOURing:         !*ioURing,
-		HeartbeatTimeout:  disabledIsNegative(*hbTimeout),
-		AuthTimeout:       disabledIsNegative(*auTimeout),
-		MaxOutbound:       *maxOut,
-		MaxTCPBody:        *maxBody,
-		MaxWSMessage:      *maxWS,
-		WSRequireMask:     *wsStrict,
-		WSEchoPath:        *wsEcho,
-		TLSCertFile:       *tlsCert,
-		TLSKeyFile:        *tlsKey,
-		MaxConns:          *maxConns,
-		MaxConnsPerIP:     *maxPerIP,
-		MaxPreAuthBody:    *preAuth,
-		MaxInboundPending: *inPending,
-		MsgRate:           *msgRate,
-		MsgBurst:          *msgBurst,
-		ByteRate:          *byteRate,
-		Static:            web.FS(),
-		Logger:            log,
-		ShutdownGrace:     *drainGrace,
+		Addr:                *addr,
+		NumEventLoop:        *loops,
+		NoIOURing:           !*ioURing,
+		HeartbeatTimeout:    disabledIsNegative(*hbTimeout),
+		AuthTimeout:         disabledIsNegative(*auTimeout),
+		MaxOutbound:         *maxOut,
+		MaxTCPBody:          *maxBody,
+		MaxWSMessage:        *maxWS,
+		WSRequireMask:       *wsStrict,
+		WSEchoPath:          *wsEcho,
+		TLSCertFile:         *tlsCert,
+		TLSKeyFile:          *tlsKey,
+		TLSHandshakeWorkers: *tlsHSW,
+		MaxConns:            *maxConns,
+		MaxConnsPerIP:       *maxPerIP,
+		MaxPreAuthBody:      *preAuth,
+		MaxInboundPending:   *inPending,
+		MsgRate:             *msgRate,
+		MsgBurst:            *msgBurst,
+		ByteRate:            *byteRate,
+		Static:              web.FS(),
+		Logger:              log,
+		ShutdownGrace:       *drainGrace,
 	}
 	// A bad certificate fails here, before the data directory is touched.
 	if err := gopts.Validate(); err != nil {
