@@ -326,15 +326,25 @@ func (c *conn) write(out []byte, shared, closeAfter bool) {
 // a slow consumer if that is over its outbound cap.
 func (c *conn) settle() {
 	n := c.gc.OutboundBuffered()
+	s := c.loop.srv
+	if s.opts.MaxOutboundTotal > 0 {
+		s.trackOut(c, n)
+		if n > outFree && s.underPressure() {
+			c.loop.relieve()
+		}
+	}
 	c.mu.Lock()
 	c.buffered = int32(min(n, math.MaxInt32))
-	over := c.loop.srv.opts.MaxOutbound > 0 && n > c.loop.srv.opts.MaxOutbound
+	over := !c.isClosed() && s.opts.MaxOutbound > 0 && n > s.opts.MaxOutbound
 	if over {
 		c.setClosed()
 		c.reason = internReason(reasonSlowConsumer)
 	}
 	c.mu.Unlock()
 	if over {
+		if c.UserID() == "sender" {
+			s.opts.Logger.Warn("settle cut", "n", n)
+		}
 		c.slow()
 	}
 }
@@ -357,16 +367,23 @@ type loopState struct {
 	// held maps the loop's connections charged against MaxInboundPending
 	// to their charge (see holdInbound); loop-owned. Few connections are
 	// ever in it, so it costs idle connections nothing.
-	held      map[*conn]heldConn
-	mu        sync.Mutex
-	dirty     []*conn
-	spare     []*conn
-	jobs      []multicastJob // fan-outs to run on the loop (see Server.SendMany)
-	spareJobs []multicastJob
-	scheduled bool
-	inline    bool  // the loop is in OnTraffic and flushes the dirty list after it
-	fanoutAt  int64 // monotime before which no fan-out pass starts (see paceMin)
-	paceArmed bool  // a timer will schedule a pass
+	held map[*conn]heldConn
+	// outHeld maps the loop's connections with more than outFree waiting in
+	// gnet to that amount (see trackOut); loop-owned, and outTracked is its
+	// size for the clock goroutine.
+	outHeld    map[*conn]int
+	outTracked atomic.Int32
+	outPass    atomic.Bool // an outRefresh is queued on the loop
+	outSum     int64       // the sum of outHeld; loop-owned
+	mu         sync.Mutex
+	dirty      []*conn
+	spare      []*conn
+	jobs       []multicastJob // fan-outs to run on the loop (see Server.SendMany)
+	spareJobs  []multicastJob
+	scheduled  bool
+	inline     bool  // the loop is in OnTraffic and flushes the dirty list after it
+	fanoutAt   int64 // monotime before which no fan-out pass starts (see paceMin)
+	paceArmed  bool  // a timer will schedule a pass
 
 	reads atomic.Uint64 // OnTraffic calls, for TrimStats
 

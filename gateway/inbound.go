@@ -45,6 +45,9 @@ type heldConn struct {
 // Runs on c's loop, which owns loop.held.
 func (s *Server) holdInbound(c *conn, held int, rest []byte) bool {
 	l := c.loop
+	if held <= heldFree && len(l.held) == 0 {
+		return true // the common case: nothing large is arriving on the loop
+	}
 	prev, tracked := l.held[c]
 	if held <= heldFree || c.isClosed() {
 		if tracked {
@@ -98,8 +101,11 @@ func frameNeed(c *conn, rest []byte) int {
 // megabyte frame trickled in a kilobyte at a time cost the loop about
 // 140 ms of copying.
 func (s *Server) waitInbound(c *conn, gc gnet.Conn) (skip, keep bool) {
-	hc, tracked := c.loop.held[c]
 	busy := c.state == stateHTTP && c.httpBusy()
+	if !busy && len(c.loop.held) == 0 {
+		return false, true
+	}
+	hc, tracked := c.loop.held[c]
 	if !busy && (!tracked || hc.need == 0) {
 		return false, true
 	}

@@ -30,6 +30,15 @@ type Options struct {
 	// slow consumer and is disconnected. Zero means 4 MiB.
 	MaxOutbound int
 
+	// MaxOutboundTotal bounds what all connections together have waiting
+	// to be written, counting only connections with more than 64 KiB
+	// waiting. While the total is over it, a connection more than
+	// MaxOutbound/16 (at least 64 KiB) behind is a slow consumer, and once
+	// a second the furthest behind are disconnected until the total is
+	// under it. Zero means 1 GiB; negative means no bound beyond
+	// MaxOutbound per connection.
+	MaxOutboundTotal int64
+
 	// MaxTCPBody is the largest J-IM TCP frame body. Zero means 1 MiB (J-IM
 	// has no limit; its unused constant is about 2 MiB).
 	MaxTCPBody int
@@ -145,6 +154,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.AuthTimeout == 0 {
 		o.AuthTimeout = 10 * time.Second
+	}
+	if o.MaxOutboundTotal == 0 {
+		o.MaxOutboundTotal = 1 << 30
 	}
 	if o.MaxOutbound == 0 {
 		o.MaxOutbound = 4 << 20

@@ -60,11 +60,12 @@ type Server struct {
 	hbSeconds int64 // idle timeout in wheel seconds; 0 disables
 	auSeconds int64 // login timeout in wheel seconds; 0 disables
 
-	nOpen    atomic.Int64
-	pending  atomic.Int64  // inbound bytes charged by holdInbound
-	waits    atomic.Uint64 // reads waitInbound left undecoded, for tests
-	perIP    ipCounter
-	draining atomic.Bool // lame duck: refuse new connections, shed old ones
+	nOpen     atomic.Int64
+	pending   atomic.Int64  // inbound bytes charged by holdInbound
+	waits     atomic.Uint64 // reads waitInbound left undecoded, for tests
+	outQueued atomic.Int64  // outbound bytes charged by trackOut
+	perIP     ipCounter
+	draining  atomic.Bool // lame duck: refuse new connections, shed old ones
 
 	tls     *serverTLS    // nil without a certificate
 	hsJobs  chan hsJob    // handshake steps for the workers; nil without them
@@ -106,6 +107,10 @@ func New(o Options, h Handler) *Server {
 		Name: "jim_inbound_pending_bytes",
 		Help: "Inbound bytes held undecoded by connections holding more than 16 KiB each, the amount -max-inbound-pending bounds.",
 	}, func() float64 { return float64(s.pending.Load()) }))
+	o.Registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jim_outbound_queued_bytes",
+		Help: "Outbound bytes waiting in the server for connections holding more than 64 KiB each, the amount -max-outbound-total bounds.",
+	}, func() float64 { return float64(s.outQueued.Load()) }))
 	if o.HeartbeatTimeout > 0 {
 		s.hbSeconds = int64((o.HeartbeatTimeout + time.Second - 1) / time.Second)
 	}
@@ -264,6 +269,7 @@ func (s *Server) OnClose(gc gnet.Conn, _ error) gnet.Action {
 	}
 	c.loop.remove(c)
 	s.releaseInbound(c)
+	s.releaseOut(c)
 	s.nOpen.Add(-1)
 	if c.ipSlot {
 		s.perIP.dec(addrOf(c.remote))
@@ -594,6 +600,7 @@ func (s *Server) clock() {
 			return
 		}
 		s.expire()
+		s.refreshOut()
 	}
 }
 

@@ -47,6 +47,7 @@ func run(args []string) error {
 		hbTimeout  = fs.Duration("heartbeat-timeout", 120*time.Second, "close connections silent this long (0 disables)")
 		auTimeout  = fs.Duration("auth-timeout", 10*time.Second, "close connections not logged in this long after opening (0 disables)")
 		maxOut     = fs.Int("max-outbound", 4<<20, "bytes queued per connection before it is dropped as a slow consumer")
+		maxOutAll  = fs.Int64("max-outbound-total", 1<<30, "bytes queued for all connections together, counting only connections over 64 KiB behind (negative: no bound); over it, the furthest behind are dropped as slow consumers")
 		maxBody    = fs.Int("max-body", 1<<20, "largest J-IM TCP frame body in bytes")
 		maxWS      = fs.Int("max-ws-message", 512<<10, "largest WebSocket message in bytes")
 		loops      = fs.Int("event-loops", 0, "gnet event loops (0: one per CPU)")
@@ -148,6 +149,7 @@ func run(args []string) error {
 		HeartbeatTimeout:    disabledIsNegative(*hbTimeout),
 		AuthTimeout:         disabledIsNegative(*auTimeout),
 		MaxOutbound:         *maxOut,
+		MaxOutboundTotal:    *maxOutAll,
 		MaxTCPBody:          *maxBody,
 		MaxWSMessage:        *maxWS,
 		WSRequireMask:       *wsStrict,
