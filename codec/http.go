@@ -375,8 +375,8 @@ func AppendResponse(dst []byte, code int, contentType string, body []byte, keepA
 		reason = "Status"
 	}
 	// One allocation for the whole response: the fixed text and the
-	// numbers take under 112 bytes.
-	need := 112 + len(reason) + len(contentType) + len(body)
+	// numbers take under 144 bytes.
+	need := 144 + len(reason) + len(contentType) + len(body)
 	for _, e := range extra {
 		need += len(e) + 2
 	}
@@ -385,7 +385,9 @@ func AppendResponse(dst []byte, code int, contentType string, body []byte, keepA
 	dst = strconv.AppendInt(dst, int64(code), 10)
 	dst = append(dst, ' ')
 	dst = append(dst, reason...)
-	dst = append(dst, "\r\nServer: jim\r\n"...)
+	// nosniff: a browser takes every body for its declared type, so a
+	// JSON reply echoing user text is never run as a page or script.
+	dst = append(dst, "\r\nServer: jim\r\nX-Content-Type-Options: nosniff\r\n"...)
 	if contentType != "" {
 		dst = appendHeader(dst, "Content-Type", contentType)
 	}

@@ -212,13 +212,13 @@ func TestParseRequestBad(t *testing.T) {
 
 func TestAppendResponse(t *testing.T) {
 	got := AppendResponse(nil, 200, "application/json; charset=utf-8", []byte(`{}`), true, "Set-Cookie", "a=b\r\nX: y")
-	want := "HTTP/1.1 200 OK\r\nServer: jim\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n" +
+	want := "HTTP/1.1 200 OK\r\nServer: jim\r\nX-Content-Type-Options: nosniff\r\nContent-Type: application/json; charset=utf-8\r\nContent-Length: 2\r\n" +
 		"Connection: keep-alive\r\nSet-Cookie: a=b  X: y\r\n\r\n{}"
 	if string(got) != want {
 		t.Fatalf("%q", got)
 	}
 	got = AppendResponse([]byte("x"), 404, "", nil, false)
-	want = "xHTTP/1.1 404 Not Found\r\nServer: jim\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+	want = "xHTTP/1.1 404 Not Found\r\nServer: jim\r\nX-Content-Type-Options: nosniff\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
 	if string(got) != want {
 		t.Fatalf("%q", got)
 	}

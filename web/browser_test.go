@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -317,6 +318,29 @@ func startBrowser(t *testing.T, chrome string, timeout time.Duration) func(name 
 		if err := chromedp.Do(c); err != nil {
 			t.Fatalf("opening a tab: %v", err)
 		}
+		// The page must work within the Content-Security-Policy jimd sends
+		// with it: anything the policy blocks is reported in the console.
+		var mu sync.Mutex
+		var blocked []string
+		go func() {
+			for m, err := range chromedp.Console(c) {
+				if err != nil {
+					return
+				}
+				if strings.Contains(m.Text, "Content Security Policy") {
+					mu.Lock()
+					blocked = append(blocked, m.Text)
+					mu.Unlock()
+				}
+			}
+		}()
+		t.Cleanup(func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, b := range blocked {
+				t.Errorf("%s: blocked by the page's policy: %s", name, b)
+			}
+		})
 		return &tab{t: t, ctx: c, name: name, w: w, h: h}
 	}
 }
