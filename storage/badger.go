@@ -71,9 +71,15 @@ type BadgerOptions struct {
 	// defaults: 64 MiB and 256 MiB).
 	MemTableSize   int64
 	BlockCacheSize int64
+	// CloseTimeout bounds how long Close waits for Badger to flush and
+	// close (default 1 minute); see Close.
+	CloseTimeout time.Duration
 }
 
 func (o *BadgerOptions) defaults() {
+	if o.CloseTimeout <= 0 {
+		o.CloseTimeout = time.Minute
+	}
 	if o.RetentionInterval <= 0 {
 		o.RetentionInterval = time.Minute
 	}
@@ -645,7 +651,22 @@ func (b *Badger) Close() error {
 	<-b.sdone
 	close(b.quit)
 	b.bg.Wait()
-	return b.db.Close()
+	// Badger retries a memtable flush that fails for ever (its directory
+	// deleted, the disk gone), and its Close waits for that flush. Every
+	// acknowledged message is in the synced log already and is replayed
+	// at the next open, so giving up on the flush loses nothing: Close
+	// returns, and the stuck goroutines stay behind in a process that is
+	// about to exit.
+	done := make(chan error, 1)
+	go func() { done <- b.db.Close() }()
+	t := time.NewTimer(b.opts.CloseTimeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-t.C:
+		return fmt.Errorf("storage: badger did not close within %v (a memtable flush keeps failing?); what was acknowledged is in its log", b.opts.CloseTimeout)
+	}
 }
 
 // writer is the single write point: it takes everything queued (up to

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
@@ -532,5 +534,32 @@ func TestOpenUpgradesFormat1(t *testing.T) {
 	}
 	if ms[0].Content != "old 1" || ms[3].Content != "new" || ms[3].ClientID != "c1" {
 		t.Fatalf("contents after the upgrade: %+v / %+v", ms[0], ms[3])
+	}
+}
+
+// A store whose directory is deleted under it cannot flush its memtable, and
+// Badger retries that flush for ever: Close gives up after CloseTimeout
+// instead of hanging its caller (jimd's shutdown, a test's cleanup).
+func TestBadgerCloseWithDirectoryGone(t *testing.T) {
+	dir := t.TempDir()
+	// Badger logs each retry, for as long as the test binary runs.
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s, err := OpenBadger(dir, BadgerOptions{CloseTimeout: 2 * time.Second, Logger: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Append(ctx, priv("a", "b", "x", "", 1), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	err = s.Close()
+	if took := time.Since(start); took > 10*time.Second {
+		t.Fatalf("Close took %v", took)
+	}
+	if err == nil || !strings.Contains(err.Error(), "did not close") {
+		t.Fatalf("Close with the directory gone: %v", err)
 	}
 }

@@ -226,6 +226,9 @@ func run(args []string) error {
 			RetentionMaxMessages: *retMax,
 			MemTableSize:         int64(*memtable) << 20,
 			Logger:               log,
+			// Within the watchdog's limit, so that a flush that keeps
+			// failing ends in the store's own error, logged.
+			CloseTimeout: 20 * time.Second,
 		})
 		if err != nil {
 			return err
