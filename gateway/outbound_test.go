@@ -18,12 +18,13 @@ import (
 // sender, are left alone and get every message. Without the total bound,
 // 2,000 such members held 8.6 GB.
 func TestOutboundBudget(t *testing.T) {
-	// A member's join is done once a heartbeat sent after it is answered:
-	// a connection's requests are handled in order.
+	// A member's join is done once a get-user sent after it is answered: a
+	// connection's requests go to one worker, in order (heartbeats are
+	// answered on the event loop, so they would not do).
 	join := func(c *tcpClient) {
 		c.send(codec.CmdJoinGroupReq, `{"cmd":7,"groupId":"g"}`)
-		c.send(codec.CmdHeartbeatReq, `{}`)
-		c.expect(codec.CmdHeartbeatReq)
+		c.send(codec.CmdGetUserReq, `{"cmd":17,"userId":"nobody","type":0}`)
+		c.expect(codec.CmdGetUserResp)
 	}
 	t.Cleanup(gateway.SetSocketSendBuffer(16 << 10))
 	reg := prometheus.NewRegistry()
