@@ -1,6 +1,7 @@
 package dispatch
 
 import (
+	"encoding/json"
 	"fmt"
 	"strings"
 	"testing"
@@ -149,5 +150,69 @@ func TestTimeScansLimited(t *testing.T) {
 	}
 	if len(d.scans) != cap(d.scans)-1 {
 		t.Fatalf("%d scan slots taken after the scan, want %d", len(d.scans), cap(d.scans)-1)
+	}
+}
+
+// A user in very many groups can still log in: its own cmd-9 notices and
+// the group list of its login reply are bounded by the reply budget, half
+// each, while it rejoins every group and the other members hear of it. The
+// get-user reply's group list is cut the same way. Before, a user in
+// 100,000 groups was disconnected as a slow consumer at every login.
+func TestManyGroupsLoginBounded(t *testing.T) {
+	const groups, budget = 3000, 20_000
+	d, st := newDispatcher(t, Options{MaxReplyBytes: budget})
+	for g := range groups {
+		if err := st.JoinGroup(t.Context(), fmt.Sprintf("group-%05d", g), "many"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	last := fmt.Sprintf("group-%05d", groups-1)
+	if err := st.JoinGroup(t.Context(), last, "other"); err != nil {
+		t.Fatal(err)
+	}
+	other := login(t, d, "other")
+	other.take()
+
+	c := newConn()
+	do(d, c, codec.CmdLoginReq, `{"cmd":5,"userId":"many","password":"x"}`)
+	rs := c.replies(t)
+	self, notices := 0, 0
+	for _, r := range rs[:len(rs)-1] {
+		if r.Command != int(codec.CmdJoinGroupNotify) {
+			t.Fatalf("before the login reply: %s", r.o.JSON)
+		}
+		notices++
+		self += len(r.o.JSON)
+	}
+	lr := rs[len(rs)-1]
+	if lr.Code != int(codec.StatusLoginOK) {
+		t.Fatalf("login: %s", lr.o.JSON)
+	}
+	// 3,000 notices of about 150 bytes and a list of about 40 bytes a group
+	// would be 450 kB and 120 kB.
+	if self > budget/2+1000 || notices < 50 || len(lr.o.JSON) > budget/2+2000 {
+		t.Fatalf("login sent %d notices (%d bytes) and a reply of %d bytes, budget %d", notices, self, len(lr.o.JSON), budget)
+	}
+	var resp struct {
+		User codec.User `json:"user"`
+	}
+	if err := json.Unmarshal(lr.o.JSON, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(resp.User.Groups); n < 100 || n >= groups || resp.User.Groups[0].GroupID != "group-00000" {
+		t.Fatalf("login reply lists %d groups", n)
+	}
+	// Every group was rejoined: the other member of the last one heard of
+	// it, though the notice to the user itself was past the budget.
+	heard := false
+	for _, r := range other.replies(t) {
+		heard = heard || r.Command == int(codec.CmdJoinGroupNotify) && strings.Contains(string(r.o.JSON), last)
+	}
+	if !heard {
+		t.Fatalf("the other member of %s did not hear of the rejoin", last)
+	}
+	do(d, c, codec.CmdGetUserReq, `{"cmd":17,"type":0,"userId":"many"}`)
+	if r := c.one(t); len(r.o.JSON) > budget+4000 {
+		t.Fatalf("get-user reply of %d bytes, budget %d", len(r.o.JSON), budget)
 	}
 }

@@ -131,11 +131,25 @@ func (d *Dispatcher) login(c Conn, p *Packet, req codec.LoginReq) {
 	}
 	slices.Sort(groups)
 	out := &codec.User{UserID: uid, Nick: prof.Nick, Avatar: prof.Avatar, Sign: prof.Sign,
-		Status: "online", Terminal: prof.Terminal, Groups: make([]*codec.Group, 0, len(groups))}
+		Status: "online", Terminal: prof.Terminal, Groups: make([]*codec.Group, 0, min(len(groups), 1024))}
+	// What the login sends the user itself, its own cmd-9 notices and the
+	// group list of its reply, is bounded by the reply budget, half each:
+	// a user in 100,000 groups was sent 15 MB of notices and a 4.6 MB
+	// reply, over the outbound limit, and was disconnected as a slow
+	// consumer at every login, for good. Past the budget the user still
+	// rejoins every group and the other members still hear of it; cmd 17
+	// and the groups' messages tell the rest.
+	half := d.maxReply / 2
+	noticed, listed := 0, 0
 	for _, gid := range groups {
 		d.hub.joinOnline(uid, gid)
-		d.joinNotice(gid, prof)
-		out.Groups = append(out.Groups, &codec.Group{GroupID: gid, Name: d.groupNames[gid], Users: []*codec.User{}})
+		n := d.joinNotice(gid, prof, noticed < half)
+		noticed += n
+		if listed < half {
+			name := d.groupNames[gid]
+			out.Groups = append(out.Groups, &codec.Group{GroupID: gid, Name: name, Users: []*codec.User{}})
+			listed += jsonStrLen(gid) + jsonStrLen(name) + 48
+		}
 	}
 	d.m.loginOK.Inc()
 	d.reply(c, p, codec.CmdLoginResp, d.marshal(&codec.LoginResp{
@@ -143,23 +157,35 @@ func (d *Dispatcher) login(c Conn, p *Packet, req codec.LoginReq) {
 	}))
 }
 
-// joinNotice tells gid's online members, the joiner included, that u joined
-// (cmd 9, J-IM demo listener shape: user and group at the top level).
-func (d *Dispatcher) joinNotice(gid string, u *codec.User) {
+// joinNotice tells gid's online members that u joined (cmd 9, J-IM demo
+// listener shape: user and group at the top level), the joiner too when
+// toSelf. It returns the bytes sent to each of the joiner's connections.
+func (d *Dispatcher) joinNotice(gid string, u *codec.User, toSelf bool) int {
 	json := d.marshal(&codec.JoinNotify{
 		Code: codec.StatusJoinGroupOK, Command: codec.CmdJoinGroupNotify, Group: gid,
 		Msg: codec.StatusJoinGroupOK.Msg(), User: &codec.User{UserID: u.UserID, Nick: u.Nick, Status: "online"},
 	})
 	o := codec.NewOutbound(codec.CmdJoinGroupNotify, json)
+	self := 0
+	if toSelf {
+		self = len(json) + 16 // with its frame header
+	}
 	if d.noticeCap > 0 && d.hub.groupOnlineCount(gid) > d.noticeCap {
 		// In a big group a notice per join to every member is quadratic
 		// traffic (10,000 logins would send 50 million notices); only the
 		// joiner hears of it, which is what J-IM clients wait for.
-		d.sendAll(d.hub.conns(u.UserID), o)
-		return
+		if toSelf {
+			d.sendAll(d.hub.conns(u.UserID), o)
+		}
+		return self
 	}
-	d.sendAll(d.hub.groupFanout(gid).conns, o)
-	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdJoinGroupNotify, Target: gid, JSON: json})
+	fan, except := d.hub.groupFanout(gid), ""
+	if !toSelf {
+		fan, except = fan.without(u.UserID), u.UserID
+	}
+	d.sendAll(fan.conns, o)
+	d.publish(ClusterMsg{Kind: ClusterGroup, Cmd: codec.CmdJoinGroupNotify, Target: gid, Except: except, JSON: json})
+	return self
 }
 
 // exitNotice tells gid's online members other than uid that uid left (cmd
@@ -225,7 +251,7 @@ func (d *Dispatcher) handleJoin(c Conn, p *Packet) {
 	if prof == nil {
 		prof = &codec.User{UserID: uid}
 	}
-	d.joinNotice(gid, prof)
+	d.joinNotice(gid, prof, true)
 }
 
 func (d *Dispatcher) joinRefused(c Conn, p *Packet, gid string, result int) {
@@ -608,8 +634,13 @@ func (d *Dispatcher) handleGetUser(c Conn, p *Packet) {
 	// maxGroupUsersInReply per group: a user in thousands of large groups
 	// would otherwise make a reply of hundreds of megabytes, built in
 	// memory, for anyone who asks.
-	used := 0
+	used, listed := 0, 0
 	for _, gid := range gids {
+		if listed >= d.maxReply/2 {
+			// The group list itself is cut too, at half the budget:
+			// 100,000 groups alone made a reply of 5 MB.
+			break
+		}
 		members, err := d.store.GroupMembers(d.ctx, gid)
 		if err != nil {
 			fail()
@@ -617,7 +648,9 @@ func (d *Dispatcher) handleGetUser(c Conn, p *Packet) {
 		}
 		slices.Sort(members)
 		g := &codec.Group{GroupID: gid, Name: d.groupNames[gid], Users: []*codec.User{}}
-		used += jsonStrLen(gid) + jsonStrLen(g.Name) + 64
+		entry := jsonStrLen(gid) + jsonStrLen(g.Name) + 64
+		used += entry
+		listed += entry
 		for _, m := range members {
 			mu := d.userView(m)
 			on := mu.Status == "online"
