@@ -47,3 +47,12 @@ func InboundWaits(s *Server) uint64 { return s.waits.Load() }
 
 // HandshakeSteps is how many TLS handshake steps ran on the workers.
 func HandshakeSteps(s *Server) uint64 { return s.hsSteps.Load() }
+
+// StallHandshakes makes every TLS handshake step wait until release is
+// called, as when the workers are busy.
+func StallHandshakes() (release func()) {
+	gate := make(chan struct{})
+	wait := func() { <-gate }
+	hsStepHook.Store(&wait)
+	return func() { hsStepHook.Store(nil); close(gate) }
+}

@@ -309,7 +309,14 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 
 func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
 	if c.tls != nil && c.tls.hs.Load() == hsBusy {
-		return gnet.None // a handshake step is on a worker; its end wakes c
+		// A handshake step is on a worker; its end wakes c. Meanwhile what
+		// arrives waits in gnet's buffer, and a client has nothing large
+		// to send before its handshake completes.
+		if gc.InboundBuffered() > hsMaxPending {
+			c.setReason(reasonTLSHandshake)
+			return gnet.Close
+		}
+		return gnet.None
 	}
 	if c.tls == nil {
 		if skip, keep := s.waitInbound(c, gc); skip {

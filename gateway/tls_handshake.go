@@ -3,6 +3,7 @@ package gateway
 import (
 	"runtime"
 	"sync"
+	"sync/atomic"
 )
 
 // TLS handshakes off the event loop.
@@ -32,6 +33,15 @@ const (
 // hsQueue bounds the handshake steps waiting for a worker; a step that finds
 // it full runs on the loop, as it would without workers.
 const hsQueue = 4096
+
+// hsMaxPending bounds the ciphertext a connection may send while a step of
+// its handshake is on a worker: a client's flights are a few kilobytes, and
+// anything more (bytes streamed into a handshake while the workers are
+// busy) would only pile up unread.
+const hsMaxPending = 64 << 10
+
+// hsStepHook, when set (by tests), runs before each handshake step.
+var hsStepHook atomic.Pointer[func()]
 
 type hsJob struct {
 	c  *conn
@@ -89,6 +99,9 @@ func (s *Server) offloadHandshake(c *conn, ciphertext []byte) bool {
 // advances the handshake, writing its next flight into t.out, and the loop is
 // woken to send it.
 func (s *Server) handshakeStep(j hsJob) {
+	if hook := hsStepHook.Load(); hook != nil {
+		(*hook)()
+	}
 	t := j.c.tls
 	_, _, t.hsErr = t.eng.AppendAndRead(j.in, nil)
 	s.hsSteps.Add(1)

@@ -3,9 +3,11 @@ package gateway_test
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -110,4 +112,47 @@ func clientHello(t *testing.T, cert *jimtest.Cert) []byte {
 		t.Fatal(err)
 	}
 	return append(hdr, body...)
+}
+
+// While a step of its handshake waits for a worker, a connection's further
+// bytes wait in gnet's buffer; one that streams more than a handshake ever
+// needs is closed instead of buffered.
+func TestTLSHandshakeFloodWhileBusy(t *testing.T) {
+	cert := jimtest.WriteCert(t, 1, "", "")
+	reg := prometheus.NewRegistry()
+	ts := startTLSServer(t, cert, func(o *gateway.Options, _ *dispatch.Options) { o.Registry = reg })
+	release := gateway.StallHandshakes()
+	defer release()
+	raw, err := net.Dial("tcp", ts.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	if _, err := raw.Write(clientHello(t, cert)); err != nil {
+		t.Fatal(err)
+	}
+	junk := make([]byte, 64<<10)
+	closed := false
+	for range 64 { // 4 MiB at most
+		_ = raw.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		if _, err := raw.Write(junk); err != nil {
+			closed = true
+			break
+		}
+	}
+	if !closed {
+		_ = raw.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := raw.Read(make([]byte, 1))
+		closed = err != nil && !errors.Is(err, os.ErrDeadlineExceeded)
+	}
+	if !closed {
+		t.Fatal("a connection streaming 4 MiB into a stalled handshake is still open")
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for labeledCounter(t, reg, "jim_disconnects_total", "reason", "tls_handshake") != 1 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if v := labeledCounter(t, reg, "jim_disconnects_total", "reason", "tls_handshake"); v != 1 {
+		t.Fatalf("disconnects for tls_handshake = %v", v)
+	}
 }
