@@ -8,12 +8,16 @@ import (
 	"bytes"
 	"errors"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"jim/internal/jimtest"
@@ -176,4 +180,99 @@ func TestExampleConfigChecks(t *testing.T) {
 	if err == nil || strings.Count(out, "\n") != 0 || !strings.Contains(out, "heartbeat-timout") {
 		t.Fatalf("misspelt option: err %v, output %q (want exit 1 and one line naming it)", err, out)
 	}
+}
+
+// The alerting rules parse, each says how severe it is and what it means,
+// and every jimd metric they use is one jimd exports: a single node on
+// Badger and a cluster node on NATS are started and their /metrics read.
+func TestPrometheusRules(t *testing.T) {
+	var f struct {
+		Groups []struct {
+			Name  string `yaml:"name"`
+			Rules []struct {
+				Alert       string            `yaml:"alert"`
+				Expr        string            `yaml:"expr"`
+				For         string            `yaml:"for"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+			} `yaml:"rules"`
+		} `yaml:"groups"`
+	}
+	if err := yaml.Unmarshal(read(t, "prometheus-rules.yml"), &f); err != nil {
+		t.Fatal(err)
+	}
+	bin := jimtest.BuildJimd(t)
+	exported := map[string]bool{"up": true} // Prometheus's own
+	for _, args := range [][]string{
+		{"-data", t.TempDir()},
+		{"-nats", startNATS(t), "-store", "memory"},
+	} {
+		j := jimtest.StartJimd(t, bin, "metrics", append(args, "-log-level", "warn")...)
+		resp, err := http.Get("http://" + j.Addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		sc := bufio.NewScanner(resp.Body)
+		sc.Buffer(nil, 1<<20)
+		for sc.Scan() {
+			if name, ok := strings.CutPrefix(sc.Text(), "# TYPE "); ok {
+				name, kind, _ := strings.Cut(name, " ")
+				exported[name] = true
+				if kind == "histogram" {
+					for _, s := range []string{"_bucket", "_sum", "_count"} {
+						exported[name+s] = true
+					}
+				}
+			}
+		}
+		resp.Body.Close()
+	}
+	metric := regexp.MustCompile(`\b(jim_[a-z0-9_]+|process_[a-z0-9_]+|up)\b`)
+	seen := map[string]bool{}
+	rules := 0
+	for _, g := range f.Groups {
+		for _, r := range g.Rules {
+			rules++
+			if r.Alert == "" || r.Expr == "" || r.Annotations["summary"] == "" || r.Annotations["description"] == "" {
+				t.Errorf("rule %+v: alert, expr, summary and description are required", r)
+			}
+			if s := r.Labels["severity"]; s != "warning" && s != "critical" {
+				t.Errorf("%s: severity %q", r.Alert, s)
+			}
+			if r.For != "" {
+				if _, err := time.ParseDuration(r.For); err != nil {
+					t.Errorf("%s: for %q: %v", r.Alert, r.For, err)
+				}
+			}
+			if seen[r.Alert] {
+				t.Errorf("%s: twice", r.Alert)
+			}
+			seen[r.Alert] = true
+			if strings.Count(r.Expr, "(") != strings.Count(r.Expr, ")") {
+				t.Errorf("%s: unbalanced parentheses in %s", r.Alert, r.Expr)
+			}
+			for _, m := range metric.FindAllString(r.Expr, -1) {
+				if !exported[m] {
+					t.Errorf("%s: jimd exports no %s", r.Alert, m)
+				}
+			}
+		}
+	}
+	if rules < 10 {
+		t.Fatalf("%d rules", rules)
+	}
+}
+
+func startNATS(t *testing.T) string {
+	t.Helper()
+	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	go s.Start()
+	if !s.ReadyForConnections(10 * time.Second) {
+		t.Fatal("nats-server not ready")
+	}
+	t.Cleanup(s.Shutdown)
+	return s.ClientURL()
 }
