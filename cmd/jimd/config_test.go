@@ -134,3 +134,14 @@ func TestAdminAllowed(t *testing.T) {
 		}
 	}
 }
+
+func TestLoopbackAddr(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8888": true, "[::1]:8888": true, "localhost:8888": true, "127.0.0.9:1": true,
+		":8888": false, "0.0.0.0:8888": false, "[::]:8888": false, "10.0.0.1:8888": false, "example.com:8888": false, "bad": false,
+	} {
+		if got := loopbackAddr(addr); got != want {
+			t.Errorf("loopbackAddr(%q) = %v", addr, got)
+		}
+	}
+}

@@ -298,6 +298,8 @@ func run(args []string) error {
 	}
 	if *jwtSecret != "" {
 		dopts.Auth = dispatch.NewJWTAuth([]byte(*jwtSecret))
+	} else if !loopbackAddr(*addr) {
+		log.Warn("logins are not authenticated: any client may log in as any user, as in J-IM; set -jwt-secret (docs/config.md, Facing the internet)", "addr", *addr)
 	}
 	d := dispatch.New(dopts)
 	defer d.Close()
@@ -407,6 +409,20 @@ func counterByLabel(g prometheus.Gatherer, name, label string) string {
 		fmt.Fprintf(&b, "%s=%.0f", k, sums[k])
 	}
 	return b.String()
+}
+
+// loopbackAddr reports whether a listen address takes loopback clients
+// only; an empty host listens on every interface.
+func loopbackAddr(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // servePprof serves the runtime profiles on addr, on an ordinary net/http
