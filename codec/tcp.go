@@ -68,27 +68,11 @@ func DecodeTCPDropBody(buf []byte, maxBody int, drop Cmd) (f TCPFrame, n int, er
 }
 
 func decodeTCP(buf []byte, maxBody int, dropping bool, drop Cmd) (f TCPFrame, n int, err error) {
-	if len(buf) == 0 {
-		return f, 0, nil
-	}
-	if buf[0] != TCPVersion {
-		return f, 0, ErrVersion
-	}
-	if len(buf) < 2 {
-		return f, 0, nil
+	hdr, p, length, whole, err := tcpHead(buf)
+	if err != nil || !whole {
+		return f, 0, err
 	}
 	hasSeq := buf[1]&MaskHasSeq != 0
-	hdr, p := tcpHeaderLen, 2
-	if hasSeq {
-		hdr, p = tcpHeaderSeqLen, 6
-	}
-	if len(buf) < hdr {
-		return f, 0, nil
-	}
-	length := int32(binary.BigEndian.Uint32(buf[p+1:]))
-	if length < 0 {
-		return f, 0, ErrBadLength
-	}
 	if maxBody <= 0 {
 		maxBody = DefaultMaxBody
 	}
@@ -128,22 +112,39 @@ func TCPFrameLen(buf []byte) (n int64, ok bool) {
 }
 
 func peekTCP(buf []byte) (f TCPFrame, n int64, ok bool) {
-	if len(buf) < 2 || buf[0] != TCPVersion {
+	hdr, p, length, whole, err := tcpHead(buf)
+	if err != nil || !whole {
 		return f, 0, false
 	}
-	hasSeq := buf[1]&MaskHasSeq != 0
-	hdr, p := tcpHeaderLen, 2
-	if hasSeq {
+	return tcpHeader(buf, p, buf[1]&MaskHasSeq != 0), int64(hdr) + int64(length), true
+}
+
+// tcpHead reads the header at the start of buf: its length, where the
+// command byte is, and the body length. whole is false while the header is
+// incomplete; err is set for a wrong version or a negative length, which
+// no more bytes can mend.
+func tcpHead(buf []byte) (hdr, p int, length int32, whole bool, err error) {
+	if len(buf) == 0 {
+		return 0, 0, 0, false, nil
+	}
+	if buf[0] != TCPVersion {
+		return 0, 0, 0, false, ErrVersion
+	}
+	if len(buf) < 2 {
+		return 0, 0, 0, false, nil
+	}
+	hdr, p = tcpHeaderLen, 2
+	if buf[1]&MaskHasSeq != 0 {
 		hdr, p = tcpHeaderSeqLen, 6
 	}
 	if len(buf) < hdr {
-		return f, 0, false
+		return 0, 0, 0, false, nil
 	}
-	length := int32(binary.BigEndian.Uint32(buf[p+1:]))
+	length = int32(binary.BigEndian.Uint32(buf[p+1:]))
 	if length < 0 {
-		return f, 0, false
+		return 0, 0, 0, false, ErrBadLength
 	}
-	return tcpHeader(buf, p, hasSeq), int64(hdr) + int64(length), true
+	return hdr, p, length, true, nil
 }
 
 // tcpHeader returns the command and seq of a whole header whose command

@@ -17,7 +17,6 @@ import (
 	"testing/fstest"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 
@@ -27,25 +26,11 @@ import (
 	"jim/dispatch"
 	"jim/gateway"
 	"jim/internal/jimtest"
+	"jim/internal/jimtest/natstest"
 	"jim/storage"
 )
 
 const testTTL = 2 * time.Second
-
-func startNATS(t testing.TB) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true,
-		StoreDir: t.TempDir(), NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
-}
 
 type node struct {
 	*jimtest.Server
@@ -85,7 +70,7 @@ func (n *node) stop(dead bool) {
 // startCluster starts NATS and three nodes over one shared store.
 func startCluster(t testing.TB) []*node {
 	t.Helper()
-	url := startNATS(t)
+	url := natstest.Start(t, natstest.Options{JetStream: true})
 	store := storage.NewMemory()
 	t.Cleanup(func() { _ = store.Close() })
 	nodes := make([]*node, 3)

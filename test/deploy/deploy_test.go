@@ -17,10 +17,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"go.yaml.in/yaml/v3"
 
 	"jim/internal/jimtest"
+	"jim/internal/jimtest/natstest"
 )
 
 const dir = "../../deploy"
@@ -205,7 +205,7 @@ func TestPrometheusRules(t *testing.T) {
 	exported := map[string]bool{"up": true} // Prometheus's own
 	for _, args := range [][]string{
 		{"-data", t.TempDir()},
-		{"-nats", startNATS(t), "-store", "memory"},
+		{"-nats", natstest.Start(t, natstest.Options{}), "-store", "memory"},
 	} {
 		j := jimtest.StartJimd(t, bin, "metrics", append(args, "-log-level", "warn")...)
 		resp, err := http.Get("http://" + j.Addr + "/metrics")
@@ -261,18 +261,4 @@ func TestPrometheusRules(t *testing.T) {
 	if rules < 10 {
 		t.Fatalf("%d rules", rules)
 	}
-}
-
-func startNATS(t *testing.T) string {
-	t.Helper()
-	s, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go s.Start()
-	if !s.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(s.Shutdown)
-	return s.ClientURL()
 }

@@ -14,30 +14,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"jim/codec"
 	"jim/internal/jimtest"
+	"jim/internal/jimtest/natstest"
 )
-
-func startNATS(t *testing.T) string {
-	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host: "127.0.0.1", Port: -1,
-		JetStream: true, StoreDir: t.TempDir(),
-		SyncAlways: true, // sync_interval: always
-		NoLog:      true, NoSigs: true,
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(10 * time.Second) {
-		t.Fatal("nats-server did not start")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
-}
 
 func startNode(t *testing.T, bin, natsURL, id string) *jimtest.Jimd {
 	t.Helper()
@@ -106,7 +86,7 @@ func (c *conn) wait(t *testing.T, cmd codec.Cmd) resp {
 }
 
 func TestTwoNodesShareJetStream(t *testing.T) {
-	natsURL := startNATS(t)
+	natsURL := natstest.Start(t, natstest.Options{JetStream: true, SyncAlways: true})
 	bin := jimtest.BuildJimd(t)
 	n1 := startNode(t, bin, natsURL, "n1")
 	n2 := startNode(t, bin, natsURL, "n2")
