@@ -534,11 +534,17 @@ func TestManyConnections(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for ts.Srv.Connections() > 0 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
-	if c := ts.Srv.Connections(); c != 0 {
+	if c := waitConnections(ts, 0, 10*time.Second); c != 0 {
 		t.Fatalf("%d connections left open", c)
 	}
+}
+
+// waitConnections waits up to timeout for the server's open connections to
+// come down to want, and returns how many are open.
+func waitConnections(ts *jimtest.Server, want int, timeout time.Duration) int {
+	deadline := time.Now().Add(timeout)
+	for ts.Srv.Connections() > want && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return ts.Srv.Connections()
 }

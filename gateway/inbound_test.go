@@ -16,29 +16,12 @@ import (
 	"jim/internal/jimtest"
 )
 
-func gaugeValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				return m.GetGauge().GetValue()
-			}
-		}
-	}
-	t.Fatalf("no gauge %s", name)
-	return 0
-}
-
 // waitGauge polls a gauge until cond holds.
 func waitGauge(t *testing.T, reg *prometheus.Registry, name string, cond func(float64) bool) float64 {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		v := gaugeValue(t, reg, name)
+		v := metricValue(t, reg, name)
 		if cond(v) || time.Now().After(deadline) {
 			return v
 		}
@@ -139,7 +122,7 @@ func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) 
 	if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == 0 }); v != 0 {
 		t.Fatalf("jim_inbound_pending_bytes = %v after the frames completed", v)
 	}
-	if v := counterValue(t, reg, "jim_inbound_refused_total"); v != 1 {
+	if v := metricValue(t, reg, "jim_inbound_refused_total"); v != 1 {
 		t.Fatalf("jim_inbound_refused_total = %v", v)
 	}
 }
@@ -200,7 +183,7 @@ func TestTrickledFrame(t *testing.T) {
 	if cmd != codec.CmdChatResp || seq != 7 || !strings.Contains(body, `"code":10001`) {
 		t.Fatalf("trickled frame: cmd %d seq %d %.100s", cmd, seq, body)
 	}
-	if v := counterValue(t, reg, "jim_rate_limited_total"); v != 0 {
+	if v := metricValue(t, reg, "jim_rate_limited_total"); v != 0 {
 		t.Fatalf("jim_rate_limited_total = %v", v)
 	}
 	if w := gateway.InboundWaits(ts.Srv); w < 10 {

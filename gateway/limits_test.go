@@ -24,7 +24,9 @@ import (
 	"jim/gateway"
 )
 
-func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
+// metricValue is the sum of a counter's or a gauge's series (0 when it has
+// none yet).
+func metricValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -34,7 +36,7 @@ func counterValue(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	for _, mf := range mfs {
 		if mf.GetName() == name {
 			for _, m := range mf.GetMetric() {
-				sum += m.GetCounter().GetValue()
+				sum += m.GetCounter().GetValue() + m.GetGauge().GetValue()
 			}
 		}
 	}
@@ -71,11 +73,11 @@ func TestSlowConsumerIsDisconnected(t *testing.T) {
 	sender.login("sender")
 	content := strings.Repeat("x", 60<<10)
 	body := `{"cmd":11,"to":"slow","chatType":2,"content":"` + content + `"}`
-	for i := 0; i < 300 && counterValue(t, reg, "jim_slow_consumer_disconnects_total") == 0; i++ {
+	for i := 0; i < 300 && metricValue(t, reg, "jim_slow_consumer_disconnects_total") == 0; i++ {
 		sender.send(codec.CmdChatReq, body)
 		sender.expect(codec.CmdChatResp)
 	}
-	if v := counterValue(t, reg, "jim_slow_consumer_disconnects_total"); v != 1 {
+	if v := metricValue(t, reg, "jim_slow_consumer_disconnects_total"); v != 1 {
 		t.Fatalf("slow consumer disconnects = %v", v)
 	}
 	deadline = time.Now().Add(5 * time.Second)

@@ -52,7 +52,7 @@ func TestOutboundBudget(t *testing.T) {
 	body := `{"cmd":11,"chatType":1,"groupId":"g","content":"` + content + `"}`
 	got := 0 // group messages the reader has received
 	sent := 0
-	for ; sent < 200 && counterValue(t, reg, "jim_slow_consumer_disconnects_total") < stuck; sent++ {
+	for ; sent < 200 && metricValue(t, reg, "jim_slow_consumer_disconnects_total") < stuck; sent++ {
 		sender.send(codec.CmdChatReq, body)
 		sender.expect(codec.CmdChatResp)
 		for got < sent+1 {
@@ -61,7 +61,7 @@ func TestOutboundBudget(t *testing.T) {
 			}
 		}
 	}
-	if v := counterValue(t, reg, "jim_slow_consumer_disconnects_total"); v != stuck {
+	if v := metricValue(t, reg, "jim_slow_consumer_disconnects_total"); v != stuck {
 		t.Fatalf("%v slow consumers after %d messages, want the %d silent members", v, sent, stuck)
 	}
 	// 6 members at a 64 MiB cap would have taken over a thousand messages;
@@ -79,7 +79,7 @@ func TestOutboundBudget(t *testing.T) {
 	sender.expect(codec.CmdHeartbeatReq)
 	reader.send(codec.CmdHeartbeatReq, `{}`)
 	reader.expect(codec.CmdHeartbeatReq)
-	if v := gaugeValue(t, reg, "jim_outbound_queued_bytes"); v != 0 {
+	if v := metricValue(t, reg, "jim_outbound_queued_bytes"); v != 0 {
 		t.Fatalf("jim_outbound_queued_bytes = %v with only readers left", v)
 	}
 }

@@ -237,7 +237,7 @@ func runFanout(t *testing.T, slow bool) fanoutResult {
 		sent:          sent,
 		heapGrowth:    peak - baseline,
 		cutAfter:      cutAfter,
-		slowConsumers: counterValue(t, reg, "jim_slow_consumer_disconnects_total"),
+		slowConsumers: metricValue(t, reg, "jim_slow_consumer_disconnects_total"),
 	}
 	if slow {
 		res.slowCut = labeledCounter(t, reg, "jim_disconnects_total", "reason", "slow_consumer") == 1 &&

@@ -68,11 +68,7 @@ func TestTLSHandshakeWorkers(t *testing.T) {
 			}
 			wg.Wait()
 			// All 24 gone but the 8 logged in, which are still served.
-			deadline := time.Now().Add(5 * time.Second)
-			for ts.Srv.Connections() > 8 && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
-			}
-			if n := ts.Srv.Connections(); n != 8 {
+			if n := waitConnections(ts, 8, 5*time.Second); n != 8 {
 				t.Fatalf("%d connections open, want the 8 logged in", n)
 			}
 			c, _ := dialTLS(t, ts.Addr, cert.ClientConfig())

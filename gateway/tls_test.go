@@ -573,9 +573,7 @@ func TestTLSIdleMemory(t *testing.T) {
 		}
 		stdin.Close()
 		_ = cmd.Wait()
-		for ts.Srv.Connections() > 0 && time.Now().Before(deadline.Add(10*time.Second)) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitConnections(ts, 0, time.Until(deadline.Add(10*time.Second)))
 		per := func(v int64) float64 { return float64(v) / float64(n) }
 		return [3]float64{per(rss1 - rss0), per(rss2 - rss0), per(heap1 - heap0)}
 	}
