@@ -190,3 +190,41 @@ func TestTrickledFrame(t *testing.T) {
 		t.Fatalf("%d reads skipped while the frame arrived; want most of its %d pieces", w, len(f)/piece)
 	}
 }
+
+// The same over WebSocket: a message in two fragments, each trickled in
+// small pieces, is decoded once whole and answered; the reads in between are
+// skipped by the fragment's own length (a masked frame's header is 14 bytes).
+func TestTrickledWebSocketMessage(t *testing.T) {
+	ts := startServer(t, nil)
+	w := dialRawWS(t, ts.Addr, "/?username=wstrickle&password=1")
+	if op, _, err := w.next(); err != nil || op != opText {
+		t.Fatalf("login reply: op %d %v", op, err)
+	}
+	head, tail := `{"cmd":11,"to":"nobody","chatType":2,"content":"`, `"}`
+	body := head + strings.Repeat("y", 300<<10) + tail
+	half := len(body) / 2
+	stream := append(frame(opText, []byte(body[:half]), false), frame(finBit|opCont, []byte(body[half:]), false)...)
+	before := gateway.InboundWaits(ts.Srv)
+	const piece = 4 << 10
+	for off := 0; off < len(stream); off += piece {
+		if _, err := w.c.Write(stream[off:min(off+piece, len(stream))]); err != nil {
+			t.Fatalf("at %d: %v", off, err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+	for {
+		op, payload, err := w.next()
+		if err != nil {
+			t.Fatalf("waiting for the chat reply: %v", err)
+		}
+		if op == opText && strings.Contains(string(payload), `"command":12`) {
+			if !strings.Contains(string(payload), `"code":10001`) {
+				t.Fatalf("reply %s", payload)
+			}
+			break
+		}
+	}
+	if w := gateway.InboundWaits(ts.Srv) - before; w < 10 {
+		t.Fatalf("%d reads skipped while the message arrived", w)
+	}
+}
