@@ -342,9 +342,6 @@ func (c *conn) settle() {
 	}
 	c.mu.Unlock()
 	if over {
-		if c.UserID() == "sender" {
-			s.opts.Logger.Warn("settle cut", "n", n)
-		}
 		c.slow()
 	}
 }
