@@ -35,8 +35,8 @@ type heldConn struct {
 // "busy" under its frame's command (10101, WebSocket 1013, HTTP 503) and
 // closed, its bytes dropped at once. Without the budget, a few thousand
 // logged-in peers each sending all but the last byte of a maximum frame
-// hold gigabytes (gnet's buffer grows by doubling and a wrapped ring is
-// copied to be read whole, so a 1 MiB frame cost about 4 MiB of RSS).
+// held gigabytes (600 of them, 2.5 GB of RSS: gnet's buffer grows by
+// doubling, and each read copied it whole until waitInbound skipped them).
 //
 // rest, when not nil, is what c holds, from the frame it waits for: a
 // plaintext TCP or WebSocket frame's length is kept, so that later reads

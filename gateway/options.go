@@ -32,11 +32,11 @@ type Options struct {
 
 	// MaxOutboundTotal bounds what all connections together have waiting
 	// to be written, counting only connections with more than 64 KiB
-	// waiting. While the total is over it, a connection more than
-	// MaxOutbound/16 (at least 64 KiB) behind is a slow consumer, and once
-	// a second the furthest behind are disconnected until the total is
-	// under it. Zero means 1 GiB; negative means no bound beyond
-	// MaxOutbound per connection.
+	// waiting. As soon as a write takes the total over it, the event loop
+	// disconnects its connections furthest behind, as slow consumers,
+	// until the total is under it or the loop holds no more than its share
+	// (the bound divided among the loops). Zero means 1 GiB; negative
+	// means no bound beyond MaxOutbound per connection.
 	MaxOutboundTotal int64
 
 	// MaxTCPBody is the largest J-IM TCP frame body. Zero means 1 MiB (J-IM

@@ -18,9 +18,10 @@ import (
 // over MaxOutboundTotal, a pass on that loop disconnects its connections
 // furthest behind, as slow consumers, until the total is under the bound
 // again or the loop holds no more than its share of the bound: the worst
-// offenders go first, and a client a little behind is left alone. The count is what gnet held after the connection's last
-// write; a connection that drains without being written to again is
-// brought up to date by the same pass, which also runs once a second.
+// offenders go first, and a client a little behind is left alone. The
+// count is what gnet held after the connection's last write; a connection
+// that drains without being written to again is brought up to date by the
+// same pass, which also runs once a second.
 
 // outFree is what a connection may have waiting in gnet without being
 // counted: most never have anything waiting, the kernel takes it.
@@ -77,7 +78,8 @@ func (s *Server) releaseOut(c *conn) {
 	}
 }
 
-// outRefresh is the once-a-second pass over a loop's counted connections.
+// outRefresh is the pass over a loop's counted connections: once a second,
+// and as soon as a write takes the total over the bound.
 type outRefresh struct{ l *loopState }
 
 // refreshOut queues the pass on every loop that counts a connection. It runs
