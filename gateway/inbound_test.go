@@ -1,9 +1,12 @@
 package gateway_test
 
 import (
+	"bufio"
 	"encoding/binary"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -226,5 +229,39 @@ func TestTrickledWebSocketMessage(t *testing.T) {
 	}
 	if w := gateway.InboundWaits(ts.Srv) - before; w < 10 {
 		t.Fatalf("%d reads skipped while the message arrived", w)
+	}
+}
+
+// An HTTP request whose body is still arriving counts the same way: over the
+// budget it is answered 503 and closed, while one within it completes.
+func TestInboundBudgetHTTP(t *testing.T) {
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxInboundPending = 64 << 10
+	})
+	body := strings.Repeat(" ", 60<<10) + `{"from":"a","to":"b","chatType":2,"content":"hi"}`
+	head := fmt.Sprintf("POST /api/message/send HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ts.Addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		return c
+	}
+	first := dial()
+	fmt.Fprint(first, head+body[:40<<10])
+	time.Sleep(100 * time.Millisecond) // charged before the second arrives
+	second := dial()
+	fmt.Fprint(second, head+body[:40<<10])
+	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
+	if err != nil || resp.StatusCode != 503 {
+		t.Fatalf("over the budget: %v %v", resp, err)
+	}
+	fmt.Fprint(first, body[40<<10:])
+	_ = first.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err = http.ReadResponse(bufio.NewReader(first), nil)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("within the budget: %v %v", resp, err)
 	}
 }
