@@ -93,10 +93,22 @@ func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) 
 		c := dial(ts.Addr)
 		c.login(fmt.Sprintf("big%d", i))
 		f := chatFrame(int32(100+i), size)
-		if _, err := c.c.Write(f[:part]); err != nil {
-			t.Fatal(err)
-		}
 		if i == 2 {
+			// Just under the budget, then one small write over it: the
+			// server closes after its answer, and bytes still on their way
+			// to a closed socket would reset the connection before the
+			// answer is read.
+			const under = 1<<20 - 2*part - 4<<10
+			if _, err := c.c.Write(f[:under]); err != nil {
+				t.Fatal(err)
+			}
+			want := float64(2*part + under)
+			if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == want }); v != want {
+				t.Fatalf("just under the budget: jim_inbound_pending_bytes = %v, want %v", v, want)
+			}
+			if _, err := c.c.Write(f[under : under+8<<10]); err != nil {
+				t.Fatal(err)
+			}
 			cmd, seq, body := readSeqReply(t, c)
 			if cmd != codec.CmdChatResp || seq != 102 || !strings.Contains(body, `"code":10101`) {
 				t.Fatalf("over the budget: cmd %d seq %d %s, want cmd 12 seq 102 code 10101", cmd, seq, body)
@@ -105,6 +117,9 @@ func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) 
 				t.Fatal("connection over the budget left open")
 			}
 			break
+		}
+		if _, err := c.c.Write(f[:part]); err != nil {
+			t.Fatal(err)
 		}
 		want := float64((i + 1) * part)
 		if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v == want }); v != want {
@@ -135,20 +150,26 @@ func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) 
 func TestInboundBudgetWebSocket(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
-		o.MaxInboundPending = 64 << 10
+		o.MaxInboundPending = 96 << 10
 		o.Registry = reg
 	})
 	w := dialRawWS(t, ts.Addr, "/?username=wsbig&password=1")
 	if op, _, err := w.next(); err != nil || op != opText {
 		t.Fatalf("login reply: op %d %v", op, err)
 	}
-	// Two fragments already reassembled, a third arriving: all of it is
-	// held.
+	// Two fragments reassembled (60 KiB, charged as the capacity of the
+	// buffer holding them), then part of a third in one write that takes
+	// the total just over the budget: all of it is held. (A large last
+	// write could be cut short by the close, and the bytes still on their
+	// way would reset the connection before the close frame is read.)
 	part := []byte(strings.Repeat(" ", 30<<10))
-	f := frame(opText, part, false)
-	w.send(f, frame(opCont, part, false))
+	w.send(frame(opText, part, false), frame(opCont, part, false))
+	v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v >= 60<<10 })
+	if v < 60<<10 || v > 96<<10 {
+		t.Fatalf("two fragments held: jim_inbound_pending_bytes = %v", v)
+	}
 	last := frame(opCont, part, false)
-	w.send(last[:len(last)-10])
+	w.send(last[:96<<10-int(v)+4<<10])
 	op, payload, err := w.next()
 	if err != nil || op != opClos || len(payload) < 2 || binary.BigEndian.Uint16(payload) != 1013 {
 		t.Fatalf("over the budget: op %d %q %v, want close 1013", op, payload, err)
@@ -235,8 +256,10 @@ func TestTrickledWebSocketMessage(t *testing.T) {
 // An HTTP request whose body is still arriving counts the same way: over the
 // budget it is answered 503 and closed, while one within it completes.
 func TestInboundBudgetHTTP(t *testing.T) {
+	reg := prometheus.NewRegistry()
 	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
 		o.MaxInboundPending = 64 << 10
+		o.Registry = reg
 	})
 	body := strings.Repeat(" ", 60<<10) + `{"from":"a","to":"b","chatType":2,"content":"hi"}`
 	head := fmt.Sprintf("POST /api/message/send HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
@@ -250,9 +273,14 @@ func TestInboundBudgetHTTP(t *testing.T) {
 	}
 	first := dial()
 	fmt.Fprint(first, head+body[:40<<10])
-	time.Sleep(100 * time.Millisecond) // charged before the second arrives
 	second := dial()
-	fmt.Fprint(second, head+body[:40<<10])
+	fmt.Fprint(second, head+body[:20<<10])
+	// Both held (about 60 KiB), then one small write over the budget: the
+	// reply must not be lost to a reset by bytes still arriving.
+	if v := waitGauge(t, reg, "jim_inbound_pending_bytes", func(v float64) bool { return v >= 60<<10 }); v < 60<<10 {
+		t.Fatalf("two partial requests held: jim_inbound_pending_bytes = %v", v)
+	}
+	fmt.Fprint(second, body[20<<10:28<<10])
 	_ = second.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(bufio.NewReader(second), nil)
 	if err != nil || resp.StatusCode != 503 {

@@ -261,4 +261,15 @@ func TestPrometheusRules(t *testing.T) {
 	if rules < 10 {
 		t.Fatalf("%d rules", rules)
 	}
+	// The metrics table of docs/deploy.md lists every jim_ series.
+	doc, err := os.ReadFile("../../docs/deploy.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name := range exported {
+		base := strings.TrimSuffix(strings.TrimSuffix(strings.TrimSuffix(name, "_bucket"), "_sum"), "_count")
+		if strings.HasPrefix(name, "jim_") && !regexp.MustCompile("`"+base+"[{`]").Match(doc) {
+			t.Errorf("docs/deploy.md does not list %s", base)
+		}
+	}
 }
