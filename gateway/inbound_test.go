@@ -148,11 +148,7 @@ func testInboundBudget(t *testing.T, cert *jimtest.Cert, dial func(addr string) 
 // A WebSocket message still arriving counts against the budget the same
 // way; over it the connection gets close code 1013 (try again later).
 func TestInboundBudgetWebSocket(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
-		o.MaxInboundPending = 96 << 10
-		o.Registry = reg
-	})
+	ts, reg := budgetServer(t, 96<<10)
 	w := dialRawWS(t, ts.Addr, "/?username=wsbig&password=1")
 	if op, _, err := w.next(); err != nil || op != opText {
 		t.Fatalf("login reply: op %d %v", op, err)
@@ -256,11 +252,7 @@ func TestTrickledWebSocketMessage(t *testing.T) {
 // An HTTP request whose body is still arriving counts the same way: over the
 // budget it is answered 503 and closed, while one within it completes.
 func TestInboundBudgetHTTP(t *testing.T) {
-	reg := prometheus.NewRegistry()
-	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
-		o.MaxInboundPending = 64 << 10
-		o.Registry = reg
-	})
+	ts, reg := budgetServer(t, 64<<10)
 	body := strings.Repeat(" ", 60<<10) + `{"from":"a","to":"b","chatType":2,"content":"hi"}`
 	head := fmt.Sprintf("POST /api/message/send HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n", len(body))
 	dial := func() net.Conn {
@@ -292,4 +284,15 @@ func TestInboundBudgetHTTP(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("within the budget: %v %v", resp, err)
 	}
+}
+
+// budgetServer starts a server whose inbound budget is n bytes, with its
+// own metrics registry.
+func budgetServer(t *testing.T, n int64) (*jimtest.Server, *prometheus.Registry) {
+	reg := prometheus.NewRegistry()
+	ts := startServer(t, func(o *gateway.Options, _ *dispatch.Options) {
+		o.MaxInboundPending = n
+		o.Registry = reg
+	})
+	return ts, reg
 }
