@@ -7,6 +7,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -82,18 +83,19 @@ type conn struct {
 	state  connState
 	ipSlot bool // counted in the per-IP table
 
-	// flags holds two bits in one word, which keeps the struct in its
+	// flags holds three bits in one word, which keeps the struct in its
 	// size class: flagHTTPBusy stops request parsing while an asynchronous
 	// API reply is pending, so pipelined requests are answered in order;
 	// flagClosed means no more writes are accepted (written under mu, read
 	// under mu or, by a fan-out deciding whom to count as reached, without
-	// it).
+	// it); flagLinger marks a connection in its lingering close.
 	flags atomic.Uint32
 }
 
 const (
 	flagHTTPBusy uint32 = 1 << iota
 	flagClosed
+	flagLinger // half-closed after its last bytes, draining what still arrives
 )
 
 func (c *conn) isClosed() bool { return c.flags.Load()&flagClosed != 0 }
@@ -316,11 +318,46 @@ func (c *conn) write(out []byte, shared, closeAfter bool) {
 		if c.tls != nil {
 			c.tls.closeNotify()
 		}
-		_ = c.gc.Close()
+		if !c.linger() {
+			_ = c.gc.Close()
+		}
 		return
 	}
 	c.settle()
 }
+
+// lingerSeconds is how long a connection closing after its last bytes goes
+// on draining what its peer still sends: one to two wheel seconds.
+const lingerSeconds = 2
+
+// linger closes c gracefully after its last bytes, as HTTP servers do: it
+// shuts down c's sending side, so the peer reads everything and then the
+// end of the stream, and goes on reading and dropping whatever the peer
+// still sends, until the peer closes or lingerSeconds pass. Closing at once
+// is worse for a peer still sending (a frame over the limit, a request body
+// refused): its bytes arriving at a closed socket make the kernel answer
+// with a reset, which fails the peer's write and may discard the answer
+// before the peer reads it. It reports false, and c must be closed at once,
+// when the server is stopping or gnet still holds bytes for c (a peer that
+// does not read gets no grace). It runs on c's event loop.
+func (c *conn) linger() bool {
+	s := c.loop.srv
+	if s.stopped.Load() || c.gc.OutboundBuffered() > 0 {
+		return false
+	}
+	if err := syscall.Shutdown(c.gc.Fd(), syscall.SHUT_WR); err != nil {
+		return false
+	}
+	c.flags.Or(flagLinger)
+	s.releaseInbound(c)
+	_, _ = c.gc.Discard(-1)
+	now := s.wheel.now.Load()
+	c.lastActive.Store(int32(now))
+	s.wheel.add(c, now+lingerSeconds)
+	return true
+}
+
+func (c *conn) lingering() bool { return c.flags.Load()&flagLinger != 0 }
 
 // settle records what gnet still holds for c after a write and closes c as
 // a slow consumer if that is over its outbound cap.

@@ -197,6 +197,10 @@ func (s *Server) Stop(ctx context.Context) error {
 		return nil
 	}
 	for _, c := range s.snapshot() {
+		if c.lingering() {
+			_ = c.gc.Close()
+			continue
+		}
 		c.Close(reasonShutdown)
 	}
 	grace, cancel := context.WithTimeout(ctx, s.opts.ShutdownGrace)
@@ -308,6 +312,14 @@ func (s *Server) OnTraffic(gc gnet.Conn) gnet.Action {
 }
 
 func (s *Server) traffic(c *conn, gc gnet.Conn) gnet.Action {
+	if c.lingering() {
+		// Its answer is written and its sending side shut: what the peer
+		// still sends is dropped unread.
+		if n, _ := gc.Discard(-1); n > 0 {
+			s.metrics.bytesIn.Add(float64(n))
+		}
+		return gnet.None
+	}
 	if c.tls != nil && c.tls.hs.Load() == hsBusy {
 		// A handshake step is on a worker; its end wakes c. Meanwhile what
 		// arrives waits in gnet's buffer, and a client has nothing large
@@ -616,6 +628,13 @@ func (s *Server) expire() {
 	now, due := s.wheel.tick()
 	for _, c := range due {
 		if c.isClosed() {
+			if c.lingering() {
+				if d := int64(c.lastActive.Load()) + lingerSeconds; now < d {
+					s.wheel.add(c, d)
+				} else {
+					_ = c.gc.Close()
+				}
+			}
 			continue
 		}
 		// TCP and WS connections must log in first; HTTP ones must send
