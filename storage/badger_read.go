@@ -30,7 +30,8 @@ func (b *Badger) view(fn func(txn *badger.Txn) error) error {
 // size: AfterSeq seeks directly, Offset seeks to first+Offset (seqs are
 // contiguous; retention only removes from the oldest end), and Latest
 // iterates backwards from the end. Begin/End filter CreateTime, which the
-// sender sets and seq does not order, so filtered windows scan.
+// sender sets and seq does not order, so filtered windows scan, skipping
+// the blocks of seqs the time index rules out (badger_timeidx.go).
 func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, error) {
 	if err := partsOK(conv); err != nil {
 		return nil, err
@@ -40,13 +41,13 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 	pfx := prefix1(pfxMsg, conv)
 	filtered := q.Begin != 0 || q.End != 0
 	// decode returns the item's message, or nil when the time filter
-	// drops it, which it tells from the createTime alone.
-	decode := func(it *badger.Item) (*Message, error) {
-		var m *Message
-		err := it.Value(func(v []byte) error {
+	// drops it, which it tells from the createTime alone, and the
+	// createTime when filtered (for the time index).
+	decode := func(it *badger.Item) (m *Message, t int64, err error) {
+		err = it.Value(func(v []byte) error {
 			if filtered {
-				t, err := msgCreateTime(v)
-				if err != nil {
+				var err error
+				if t, err = msgCreateTime(v); err != nil {
 					return err
 				}
 				if q.Begin != 0 && t < q.Begin || q.End != 0 && t > q.End {
@@ -57,24 +58,49 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 			m, err = decodeMsgIn(conv, seqOf(it.Key()), v, &b.idPrefix)
 			return err
 		})
-		return m, err
+		return m, t, err
+	}
+	var blocks *blockScan
+	if filtered {
+		blocks = newBlockScan(conv, q)
+	}
+	// skip reports whether the scan may jump past the rest of seq's
+	// block, which the time index rules out, and to which block.
+	skip := func(txn *badger.Txn, seq uint64, reverse bool) (bool, uint64, bool, error) {
+		if blocks == nil {
+			return false, 0, false, nil
+		}
+		return blocks.enter(txn, seq, reverse)
 	}
 	err := b.view(func(txn *badger.Txn) error {
 		if q.Latest && q.Offset <= 0 {
 			iter := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: pfx,
 				PrefetchValues: !filtered, PrefetchSize: min(limit, 100)})
 			defer iter.Close()
-			for iter.Seek(append(bytes.Clone(pfx), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)); iter.ValidForPrefix(pfx) && len(out) < limit; iter.Next() {
-				if seqOf(iter.Item().Key()) <= q.AfterSeq {
+			for iter.Seek(append(bytes.Clone(pfx), 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF)); iter.ValidForPrefix(pfx) && len(out) < limit; {
+				seq := seqOf(iter.Item().Key())
+				if seq <= q.AfterSeq {
 					break
 				}
-				m, err := decode(iter.Item())
+				if jump, to, end, err := skip(txn, seq, true); err != nil {
+					return err
+				} else if end {
+					break
+				} else if jump {
+					iter.Seek(msgKey(conv, (to+1)<<timeBlockBits-1))
+					continue
+				}
+				m, t, err := decode(iter.Item())
 				if err != nil {
 					return err
+				}
+				if blocks != nil {
+					blocks.saw(t)
 				}
 				if m != nil {
 					out = append(out, m)
 				}
+				iter.Next()
 			}
 			slices.Reverse(out)
 			return nil
@@ -84,28 +110,39 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 		defer iter.Close()
 		start := q.AfterSeq + 1
 		iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), start))
-		skip := max(q.Offset, 0)
-		if skip > 0 && !filtered && iter.ValidForPrefix(pfx) {
+		offset := max(q.Offset, 0)
+		if offset > 0 && !filtered && iter.ValidForPrefix(pfx) {
 			// Jump over the offset: the first seq plus the offset is the
 			// wanted one as long as no seq is missing, which is checked.
-			target := seqOf(iter.Item().Key()) + uint64(skip)
+			target := seqOf(iter.Item().Key()) + uint64(offset)
 			iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), target))
 			if iter.ValidForPrefix(pfx) && seqOf(iter.Item().Key()) == target {
-				skip = 0
+				offset = 0
 			} else {
 				iter.Seek(binary.BigEndian.AppendUint64(bytes.Clone(pfx), start))
 			}
 		}
-		for ; iter.ValidForPrefix(pfx) && len(out) < limit; iter.Next() {
-			m, err := decode(iter.Item())
+		for iter.ValidForPrefix(pfx) && len(out) < limit {
+			seq := seqOf(iter.Item().Key())
+			if jump, to, _, err := skip(txn, seq, false); err != nil {
+				return err
+			} else if jump {
+				iter.Seek(msgKey(conv, to<<timeBlockBits))
+				continue
+			}
+			m, t, err := decode(iter.Item())
 			if err != nil {
 				return err
 			}
+			if blocks != nil {
+				blocks.saw(t)
+			}
+			iter.Next()
 			if m == nil {
 				continue
 			}
-			if skip > 0 {
-				skip--
+			if offset > 0 {
+				offset--
 				continue
 			}
 			out = append(out, m)
@@ -115,6 +152,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 	if err != nil {
 		return nil, err
 	}
+	b.recordSpans(blocks)
 	return out, nil
 }
 
@@ -352,7 +390,13 @@ func (b *Badger) enforceRetention(now time.Time) (int, error) {
 		if err != nil {
 			return total, err
 		}
-		if len(dead) > 0 {
+		if n := len(dead); n > 0 {
+			total += n
+			first := seqOf(dead[n-1]) + 1
+			_ = b.view(func(txn *badger.Txn) error {
+				dead = append(dead, deadSpans(txn, c.conv, first)...)
+				return nil
+			})
 			// The counter keeps numbering going once the newest message
 			// of the conversation is gone too.
 			if err := b.db.Update(func(txn *badger.Txn) error {
@@ -361,7 +405,6 @@ func (b *Badger) enforceRetention(now time.Time) (int, error) {
 				return total, err
 			}
 			b.deleteKeys(dead)
-			total += len(dead)
 		}
 	}
 	return total, nil
