@@ -145,4 +145,3 @@ func TestStopEndsLinger(t *testing.T) {
 		t.Fatalf("stop took %v with a lingering connection", d)
 	}
 }
-
