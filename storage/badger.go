@@ -50,6 +50,19 @@ type BadgerOptions struct {
 	RetentionMaxMessages int
 	// RetentionInterval is how often retention runs (default 1 minute).
 	RetentionInterval time.Duration
+	// OfflineTTL drops an offline reference this long after it was
+	// queued, unread (a Badger TTL: no pass over the data). 0 means
+	// RetentionAge, as a reference is useless once its message is gone;
+	// with that 0 too, references are kept until read or capped.
+	OfflineTTL time.Duration
+	// OfflineCap is the number of offline references kept per user
+	// (default 10000, as in the JetStream store); older ones are dropped
+	// first, by a background pass at most every OfflineCapInterval, and
+	// only after references were queued. Negative: no cap.
+	OfflineCap int
+	// OfflineCapInterval is how often the cap pass may run (default 10
+	// minutes): it reads every offline key.
+	OfflineCapInterval time.Duration
 	// GCInterval is how often the value log is garbage-collected (default
 	// 5 minutes; negative disables).
 	GCInterval time.Duration
@@ -82,6 +95,15 @@ func (o *BadgerOptions) defaults() {
 	}
 	if o.RetentionInterval <= 0 {
 		o.RetentionInterval = time.Minute
+	}
+	if o.OfflineTTL <= 0 {
+		o.OfflineTTL = max(o.RetentionAge, 0)
+	}
+	if o.OfflineCap == 0 {
+		o.OfflineCap = 10000
+	}
+	if o.OfflineCapInterval <= 0 {
+		o.OfflineCapInterval = 10 * time.Minute
 	}
 	if o.GCInterval == 0 {
 		o.GCInterval = 5 * time.Minute
@@ -139,7 +161,10 @@ type Badger struct {
 	wdone    chan struct{}
 	sdone    chan struct{}
 	quit     chan struct{}
-	bg       sync.WaitGroup
+	// offQueued is set by the writer when it queues offline references,
+	// and cleared by the cap pass that then looks at them.
+	offQueued atomic.Bool
+	bg        sync.WaitGroup
 
 	broken     atomic.Pointer[error]
 	commitGen  atomic.Uint64 // last batch committed
@@ -964,6 +989,10 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 	readSeq := func() *badger.Txn { return readAfter(b.seqsCleared) }
 	now := time.Now()
 	dedupExp := uint64(now.Add(b.opts.DedupTTL).Unix())
+	var offExp uint64
+	if b.opts.OfflineTTL > 0 {
+		offExp = uint64(now.Add(b.opts.OfflineTTL).Unix())
+	}
 	// The batch's dedup records: one entry, and one index record.
 	var drec dedupRec
 	var dval []byte
@@ -1019,8 +1048,9 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 			if len(r.users) > 0 {
 				ref := encodeOffRef(nil, m)
 				for _, u := range r.users {
-					ops = append(ops, wop{key: offKey(u, b.gseq), val: ref})
+					ops = append(ops, wop{key: offKey(u, b.gseq), val: ref, exp: offExp})
 				}
+				b.offQueued.Store(true)
 			}
 			r.ack = Ack{ID: m.ID, Seq: seq}
 			if dk != nil {
@@ -1038,7 +1068,8 @@ func (b *Badger) prepare(batch []*wreq) *wbatch {
 				if !ok {
 					continue
 				}
-				ops = append(ops, wop{key: offKey(r.users[0], g), val: encodeOffRef(nil, m)})
+				ops = append(ops, wop{key: offKey(r.users[0], g), val: encodeOffRef(nil, m), exp: offExp})
+				b.offQueued.Store(true)
 			}
 		case wAckOff:
 			for _, m := range r.msgs {

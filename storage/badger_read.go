@@ -220,18 +220,20 @@ func (b *Badger) Offline(_ context.Context, user string, f OfflineFilter) ([]*Me
 
 // deleteKeys removes keys outside the writer: used for data that no ack
 // depends on (expired messages and references to them).
-func (b *Badger) deleteKeys(keys [][]byte) {
+func (b *Badger) deleteKeys(keys [][]byte) error {
 	wb := b.db.NewWriteBatch()
 	defer wb.Cancel()
 	for _, k := range keys {
 		if err := wb.Delete(k); err != nil {
 			b.log.Warn("storage: delete", "err", err)
-			return
+			return err
 		}
 	}
 	if err := wb.Flush(); err != nil {
 		b.log.Warn("storage: delete", "err", err)
+		return err
 	}
+	return nil
 }
 
 // GroupMembers implements Store. Members are cached in memory after the
@@ -291,23 +293,107 @@ func (b *Badger) scanTails(pfx []byte) ([]string, error) {
 // retentionLoop enforces RetentionAge and RetentionMaxMessages.
 func (b *Badger) retentionLoop() {
 	defer b.bg.Done()
-	if b.opts.RetentionAge <= 0 && b.opts.RetentionMaxMessages <= 0 {
+	retain := b.opts.RetentionAge > 0 || b.opts.RetentionMaxMessages > 0
+	if !retain && b.opts.OfflineCap <= 0 {
 		return
 	}
 	t := time.NewTicker(b.opts.RetentionInterval)
 	defer t.Stop()
+	var capped time.Time // last cap pass
 	for {
 		select {
 		case <-b.quit:
 			return
-		case <-t.C:
-			if n, err := b.enforceRetention(time.Now()); err != nil {
-				b.log.Warn("storage: retention", "err", err)
-			} else if n > 0 {
-				b.log.Debug("storage: retention removed messages", "count", n)
+		case now := <-t.C:
+			if retain {
+				if n, err := b.enforceRetention(now); err != nil {
+					b.log.Warn("storage: retention", "err", err)
+				} else if n > 0 {
+					b.log.Debug("storage: retention removed messages", "count", n)
+				}
+			}
+			if b.opts.OfflineCap > 0 && now.Sub(capped) >= b.opts.OfflineCapInterval && b.offQueued.Swap(false) {
+				capped = now
+				if n, err := b.enforceOfflineCap(b.opts.OfflineCap); err != nil {
+					b.offQueued.Store(true) // try again next time
+					b.log.Warn("storage: offline cap", "err", err)
+				} else if n > 0 {
+					b.log.Info("storage: offline cap dropped the oldest references", "count", n)
+				}
 			}
 		}
 	}
+}
+
+// enforceOfflineCap drops the oldest offline references of every user
+// holding more than limit, and returns how many it dropped. Counting the
+// queues on the write path would cost a read per queued reference; this
+// pass reads the keys only, once for all users, then again for each user
+// over the limit.
+func (b *Badger) enforceOfflineCap(limit int) (int, error) {
+	over := map[string]int{} // user -> references beyond the limit
+	err := b.view(func(txn *badger.Txn) error {
+		pfx := []byte(pfxOff)
+		iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+		defer iter.Close()
+		cur, n := "", 0
+		done := func() {
+			if n > limit {
+				over[cur] = n - limit
+			}
+		}
+		for iter.Seek(pfx); iter.ValidForPrefix(pfx); iter.Next() {
+			k := iter.Item().Key()
+			tail, ok := keyTail(k, len(pfxOff))
+			if !ok || len(tail) != 8 {
+				continue
+			}
+			user := k[len(pfxOff)+2 : len(k)-8]
+			if string(user) != cur {
+				done()
+				cur, n = string(user), 0
+			}
+			n++
+		}
+		done()
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	total := 0
+	for user, n := range over {
+		select {
+		case <-b.quit:
+			return total, nil
+		default:
+		}
+		for n > 0 {
+			// In chunks: a user may be millions over.
+			var dead [][]byte
+			pfx := prefix1(pfxOff, user)
+			err := b.view(func(txn *badger.Txn) error {
+				iter := txn.NewIterator(badger.IteratorOptions{Prefix: pfx})
+				defer iter.Close()
+				for iter.Seek(pfx); iter.ValidForPrefix(pfx) && len(dead) < min(n, 10000); iter.Next() {
+					dead = append(dead, iter.Item().KeyCopy(nil))
+				}
+				return nil
+			})
+			if err != nil {
+				return total, err
+			}
+			if len(dead) == 0 {
+				break
+			}
+			if err := b.deleteKeys(dead); err != nil {
+				return total, err
+			}
+			total += len(dead)
+			n -= len(dead)
+		}
+	}
+	return total, nil
 }
 
 // enforceRetention deletes, in every conversation, the messages beyond

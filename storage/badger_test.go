@@ -563,3 +563,70 @@ func TestBadgerCloseWithDirectoryGone(t *testing.T) {
 		t.Fatalf("Close with the directory gone: %v", err)
 	}
 }
+
+// Unread offline references expire OfflineTTL after they were queued (the
+// messages stay in the history), and the cap pass keeps the newest
+// OfflineCap of each queue.
+func TestBadgerOfflineTTLAndCap(t *testing.T) {
+	t.Run("ttl", func(t *testing.T) {
+		s := openTestBadger(t, t.TempDir(), BadgerOptions{OfflineTTL: time.Second, OfflineCap: -1})
+		now := time.Now().UnixMilli()
+		if _, err := s.Append(ctx, priv("a", "b", "1", "", now), []string{"b"}); err != nil {
+			t.Fatal(err)
+		}
+		if off, _ := s.Offline(ctx, "b", OfflineFilter{}); len(off) != 1 {
+			t.Fatalf("queued: %d offline messages, want 1", len(off))
+		}
+		time.Sleep(2100 * time.Millisecond) // Badger's expiry has whole seconds
+		if off, _ := s.Offline(ctx, "b", OfflineFilter{}); len(off) != 0 {
+			t.Fatalf("after the TTL: %d offline messages, want 0", len(off))
+		}
+		if h, _ := s.History(ctx, PrivateConv("a", "b"), Query{}); len(h) != 1 {
+			t.Fatalf("history after the offline TTL: %d messages, want 1", len(h))
+		}
+	})
+	t.Run("ttl follows retention", func(t *testing.T) {
+		o := BadgerOptions{RetentionAge: time.Hour}
+		o.defaults()
+		if o.OfflineTTL != time.Hour || o.OfflineCap != 10000 {
+			t.Fatalf("defaults: OfflineTTL %v, OfflineCap %d", o.OfflineTTL, o.OfflineCap)
+		}
+	})
+	t.Run("cap", func(t *testing.T) {
+		s := openTestBadger(t, t.TempDir(), BadgerOptions{OfflineCap: 5,
+			RetentionInterval: 20 * time.Millisecond, OfflineCapInterval: 20 * time.Millisecond})
+		now := time.Now().UnixMilli()
+		for i := 1; i <= 12; i++ {
+			s.Append(ctx, priv("a", "b", fmt.Sprint(i), "", now), []string{"b"})
+		}
+		for i := 1; i <= 3; i++ {
+			s.Append(ctx, priv("a", "c", fmt.Sprint("c", i), "", now), []string{"c"})
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		var off []*Message
+		for time.Now().Before(deadline) {
+			if off, _ = s.Offline(ctx, "b", OfflineFilter{}); len(off) == 5 {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if len(off) != 5 || off[0].Seq != 8 || off[4].Seq != 12 {
+			t.Fatalf("capped queue: %v, want seqs 8-12", off)
+		}
+		if c, _ := s.Offline(ctx, "c", OfflineFilter{}); len(c) != 3 {
+			t.Fatalf("a queue under the cap lost messages: %d left of 3", len(c))
+		}
+		// Queued again: the pass runs again.
+		for i := 13; i <= 15; i++ {
+			s.Append(ctx, priv("a", "b", fmt.Sprint(i), "", now), []string{"b"})
+		}
+		deadline = time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if off, _ = s.Offline(ctx, "b", OfflineFilter{}); len(off) == 5 && off[0].Seq == 11 {
+				return
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		t.Fatalf("after three more: %v, want seqs 11-15", off)
+	})
+}

@@ -41,8 +41,12 @@ type JetStreamOptions struct {
 	// history; 0 keeps them forever.
 	RetentionAge time.Duration
 	// OfflineCap is the number of offline messages kept per user; older
-	// ones are dropped first (default 10000).
+	// ones are dropped first (default 10000; negative: no cap).
 	OfflineCap int
+	// OfflineTTL drops an offline reference this long after it was
+	// queued (the offline stream's MaxAge); 0 means RetentionAge, and with
+	// that 0 too, kept until read or capped.
+	OfflineTTL time.Duration
 	// Timeout bounds each JetStream request (default 5 seconds).
 	Timeout time.Duration
 	// QueueLen bounds the appends waiting to be stored (default 16384); a
@@ -68,8 +72,14 @@ func (o *JetStreamOptions) defaults() {
 	if o.DuplicateWindow <= 0 {
 		o.DuplicateWindow = 2 * time.Minute
 	}
-	if o.OfflineCap <= 0 {
+	if o.OfflineCap == 0 {
 		o.OfflineCap = 10000
+	}
+	if o.OfflineCap < 0 {
+		o.OfflineCap = -1 // JetStream's "no limit"
+	}
+	if o.OfflineTTL <= 0 {
+		o.OfflineTTL = max(o.RetentionAge, 0)
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = 5 * time.Second
@@ -196,7 +206,7 @@ func OpenJetStream(nc *nats.Conn, opts JetStreamOptions) (*JetStream, error) {
 		Retention:   jetstream.LimitsPolicy,
 		Discard:     jetstream.DiscardOld,
 		MaxAge:      opts.RetentionAge,
-		Duplicates:  opts.DuplicateWindow,
+		Duplicates:  dupWindow(opts.DuplicateWindow, opts.RetentionAge),
 		AllowDirect: true,
 	})
 	if err != nil {
@@ -211,7 +221,8 @@ func OpenJetStream(nc *nats.Conn, opts JetStreamOptions) (*JetStream, error) {
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		MaxMsgsPerSubject: int64(opts.OfflineCap),
-		Duplicates:        opts.DuplicateWindow,
+		MaxAge:            opts.OfflineTTL,
+		Duplicates:        dupWindow(opts.DuplicateWindow, opts.OfflineTTL),
 		AllowDirect:       true,
 	})
 	if err != nil {
@@ -609,3 +620,12 @@ func (s *JetStream) Close() error {
 }
 
 var _ Store = (*JetStream)(nil)
+
+// dupWindow is a stream's duplicate window: JetStream refuses one longer
+// than the stream's MaxAge (0: none).
+func dupWindow(w, maxAge time.Duration) time.Duration {
+	if maxAge > 0 {
+		return min(w, maxAge)
+	}
+	return w
+}

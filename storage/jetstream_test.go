@@ -236,3 +236,28 @@ func BenchmarkJetStreamAppend(b *testing.B) {
 		})
 	}
 }
+
+// The offline stream carries the offline TTL and cap: by default the
+// retention age and 10000.
+func TestJetStreamOfflineLimits(t *testing.T) {
+	for _, c := range []struct {
+		o      JetStreamOptions
+		age    time.Duration
+		perSub int64
+	}{
+		{JetStreamOptions{}, 0, 10000},
+		{JetStreamOptions{RetentionAge: time.Hour}, time.Hour, 10000},
+		{JetStreamOptions{RetentionAge: time.Hour, OfflineTTL: time.Minute, OfflineCap: 7}, time.Minute, 7},
+		{JetStreamOptions{OfflineCap: -1}, 0, -1},
+		// Shorter than the duplicate window (2 minutes), which
+		// JetStream refuses unless the window is cut to fit.
+		{JetStreamOptions{RetentionAge: time.Minute}, time.Minute, 10000},
+	} {
+		s := openTestJetStream(t, c.o)
+		cfg := s.off.CachedInfo().Config
+		if cfg.MaxAge != c.age || cfg.MaxMsgsPerSubject != c.perSub {
+			t.Errorf("%+v: offline stream MaxAge %v, MaxMsgsPerSubject %d; want %v, %d",
+				c.o, cfg.MaxAge, cfg.MaxMsgsPerSubject, c.age, c.perSub)
+		}
+	}
+}

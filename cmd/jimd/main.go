@@ -63,6 +63,8 @@ func run(args []string) error {
 		storeKind  = fs.String("store", "", "message store: badger (durable, under -data), memory (lost on exit) or jetstream (cluster, on -nats); empty: jetstream with -nats, else badger")
 		retAge     = fs.Duration("retention-age", 0, "delete messages older than this (0 keeps them forever)")
 		retMax     = fs.Int("retention-max-messages", 0, "keep at most this many messages per conversation (0 keeps all; badger store only)")
+		offTTL     = fs.Duration("offline-ttl", 0, "drop an unread offline message from its user's queue this long after it was queued (0: as -retention-age)")
+		offCap     = fs.Int("offline-cap", 10000, "offline messages kept per user, the oldest dropped first (negative: no cap)")
 		memtable   = fs.Int("badger-memtable-mb", 0, "Badger memtable size in MiB (0: Badger's 64); smaller saves memory, costs some ack latency")
 		tlsCert    = fs.String("tls-cert", "", "PEM certificate: TLS (TCP, WSS, HTTPS) on the same port; reloaded on SIGHUP")
 		tlsKey     = fs.String("tls-key", "", "PEM private key of -tls-cert")
@@ -131,7 +133,7 @@ func run(args []string) error {
 		return fmt.Errorf("config: js-replicas %d out of range 1..5", *jsReplicas)
 	}
 	for name, d := range map[string]time.Duration{"heartbeat-timeout": *hbTimeout, "auth-timeout": *auTimeout,
-		"shutdown-grace": *drainGrace, "retention-age": *retAge, "lame-duck-window": *lameDuck, "presence-ttl": *presTTL} {
+		"shutdown-grace": *drainGrace, "retention-age": *retAge, "offline-ttl": *offTTL, "lame-duck-window": *lameDuck, "presence-ttl": *presTTL} {
 		if d < 0 {
 			return fmt.Errorf("config: %s %v is negative", name, d)
 		}
@@ -224,6 +226,8 @@ func run(args []string) error {
 		b, err := storage.OpenBadger(*dataDir, storage.BadgerOptions{
 			RetentionAge:         *retAge,
 			RetentionMaxMessages: *retMax,
+			OfflineTTL:           *offTTL,
+			OfflineCap:           nonZero(*offCap),
 			MemTableSize:         int64(*memtable) << 20,
 			Logger:               log,
 			// Within the watchdog's limit, so that a flush that keeps
@@ -250,6 +254,8 @@ func run(args []string) error {
 		j, err := storage.OpenJetStream(node.Conn(), storage.JetStreamOptions{
 			Replicas:     *jsReplicas,
 			RetentionAge: *retAge,
+			OfflineTTL:   *offTTL,
+			OfflineCap:   nonZero(*offCap),
 			Logger:       log,
 		})
 		if err != nil {
@@ -521,6 +527,15 @@ func restoreBackup(file, dataDir string, memtable int64, log *slog.Logger) error
 	}
 	fmt.Printf("jimd: restored %s into %s in %v\n", file, dataDir, time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// nonZero maps a count flag's 0 to "none" (negative) for the stores, whose
+// 0 means their default.
+func nonZero(n int) int {
+	if n == 0 {
+		return -1
+	}
+	return n
 }
 
 // disabledIsNegative maps the flag convention (0 disables) to the gateway's
