@@ -239,3 +239,25 @@ func BenchmarkBadgerHistoryTimeScan(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkBadgerOfflineCapPass is the cap pass over 1,000,000 offline
+// references of 1,000 users, none over the cap: the cost of counting,
+// which every pass pays.
+func BenchmarkBadgerOfflineCapPass(b *testing.B) {
+	s := openTestBadger(b, b.TempDir(), BadgerOptions{GCInterval: -1, OfflineCap: -1})
+	wb := s.db.NewWriteBatch()
+	ref := encodeOffRef(nil, &Message{ChatType: ChatGroup, From: "u", GroupID: "g", Conv: GroupConv("g"), Seq: 1})
+	for i := range 1_000_000 {
+		if err := wb.Set(offKey(fmt.Sprint("user", i%1000), uint64(i+1)), ref); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := wb.Flush(); err != nil {
+		b.Fatal(err)
+	}
+	for b.Loop() {
+		if n, err := s.enforceOfflineCap(10000); err != nil || n != 0 {
+			b.Fatalf("dropped %d, %v", n, err)
+		}
+	}
+}
