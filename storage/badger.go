@@ -125,6 +125,13 @@ func (o *BadgerOptions) defaults() {
 	}
 }
 
+// memberCacheMax bounds the group member cache, in members of all cached
+// groups together (a string header and the id each: about 100 MiB at
+// 24-byte ids). A deployment with millions of groups would otherwise keep
+// every group ever read in memory. A group loaded past the bound evicts
+// others, never itself.
+var memberCacheMax = 1 << 22
+
 // Caches of the write path, both bounded.
 const (
 	seqCacheMax = 1 << 20 // conversations whose last seq is cached
@@ -187,9 +194,12 @@ type Badger struct {
 	// (see badger_joined.go).
 	joinedF *dedupFilter
 
-	// Group member cache: gid -> members, copy-on-write slices.
+	// Group member cache: gid -> members, copy-on-write slices; memberN
+	// counts the members of all cached groups (bounded by
+	// memberCacheMax).
 	gmu     sync.RWMutex
 	members map[string][]string
+	memberN int
 
 	vthresh int64 // Badger's ValueThreshold: longer values go to the value log
 
@@ -1182,10 +1192,12 @@ func (b *Badger) applyCache(ops []cacheOp) {
 			n := make([]string, len(cur), len(cur)+1)
 			copy(n, cur)
 			b.members[op.gid] = append(n, op.uid)
+			b.memberN++
 		case !op.join && i >= 0:
 			n := make([]string, 0, len(cur)-1)
 			n = append(n, cur[:i]...)
 			b.members[op.gid] = append(n, cur[i+1:]...)
+			b.memberN--
 		}
 	}
 }

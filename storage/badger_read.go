@@ -258,7 +258,17 @@ func (b *Badger) GroupMembers(_ context.Context, gid string) ([]string, error) {
 				b.gmu.Unlock()
 				return nil, err
 			}
+			// Map order is as good as any for eviction: a group read
+			// again is loaded again.
+			for g, m := range b.members {
+				if b.memberN+len(cur) <= memberCacheMax {
+					break
+				}
+				delete(b.members, g)
+				b.memberN -= len(m)
+			}
 			b.members[gid] = cur
+			b.memberN += len(cur)
 		}
 		b.gmu.Unlock()
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -629,4 +630,59 @@ func TestBadgerOfflineTTLAndCap(t *testing.T) {
 		}
 		t.Fatalf("after three more: %v, want seqs 11-15", off)
 	})
+}
+
+// The member cache stays within memberCacheMax members, evicting other
+// groups; an evicted group is read again, with the joins and leaves made
+// while it was out.
+func TestBadgerMemberCacheBounded(t *testing.T) {
+	defer func(n int) { memberCacheMax = n }(memberCacheMax)
+	memberCacheMax = 7
+	s := openTestBadger(t, t.TempDir(), BadgerOptions{})
+	for g := range 5 {
+		for u := range 3 {
+			if err := s.JoinGroup(ctx, fmt.Sprint("g", g), fmt.Sprint("u", u)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for round := range 3 {
+		for g := range 5 {
+			gid := fmt.Sprint("g", g)
+			if round == 1 && g == 2 {
+				s.JoinGroup(ctx, gid, "late")
+				s.LeaveGroup(ctx, gid, "u0")
+			}
+			m, err := s.GroupMembers(ctx, gid)
+			slices.Sort(m)
+			want := []string{"u0", "u1", "u2"}
+			if round >= 1 && g == 2 {
+				want = []string{"late", "u1", "u2"}
+			}
+			if err != nil || !slices.Equal(m, want) {
+				t.Fatalf("round %d %s: %v %v, want %v", round, gid, m, err, want)
+			}
+			s.gmu.RLock()
+			n, groups := s.memberN, len(s.members)
+			sum := 0
+			for _, m := range s.members {
+				sum += len(m)
+			}
+			s.gmu.RUnlock()
+			if n != sum || n > memberCacheMax || groups > 2 {
+				t.Fatalf("cache: %d members counted, %d held in %d groups; bound %d", n, sum, groups, memberCacheMax)
+			}
+		}
+	}
+	// Joins and leaves of a cached group keep the count.
+	s.JoinGroup(ctx, "g4", "x")
+	s.JoinGroup(ctx, "g4", "y")
+	s.LeaveGroup(ctx, "g4", "u1")
+	m, _ := s.GroupMembers(ctx, "g4")
+	s.gmu.RLock()
+	n, cached, groups := s.memberN, len(s.members["g4"]), len(s.members)
+	s.gmu.RUnlock()
+	if len(m) != 4 || cached != 4 || n != 4+groups*3-3 {
+		t.Fatalf("g4 has %d members (%d cached), %d counted in %d groups", len(m), cached, n, groups)
+	}
 }
