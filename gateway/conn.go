@@ -351,6 +351,8 @@ func (c *conn) linger() bool {
 	c.flags.Or(flagLinger)
 	s.releaseInbound(c)
 	_, _ = c.gc.Discard(-1)
+	// lastActive, which traffic no longer updates, marks the linger's
+	// start for the wheel.
 	now := s.wheel.now.Load()
 	c.lastActive.Store(int32(now))
 	s.wheel.add(c, now+lingerSeconds)

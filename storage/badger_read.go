@@ -64,14 +64,6 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 	if filtered {
 		blocks = newBlockScan(conv, q)
 	}
-	// skip reports whether the scan may jump past the rest of seq's
-	// block, which the time index rules out, and to which block.
-	skip := func(txn *badger.Txn, seq uint64, reverse bool) (bool, uint64, bool, error) {
-		if blocks == nil {
-			return false, 0, false, nil
-		}
-		return blocks.enter(txn, seq, reverse)
-	}
 	err := b.view(func(txn *badger.Txn) error {
 		if q.Latest && q.Offset <= 0 {
 			iter := txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: pfx,
@@ -82,7 +74,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 				if seq <= q.AfterSeq {
 					break
 				}
-				if jump, to, end, err := skip(txn, seq, true); err != nil {
+				if jump, to, end, err := blocks.enter(txn, seq, true); err != nil {
 					return err
 				} else if end {
 					break
@@ -94,9 +86,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 				if err != nil {
 					return err
 				}
-				if blocks != nil {
-					blocks.saw(t)
-				}
+				blocks.saw(t)
 				if m != nil {
 					out = append(out, m)
 				}
@@ -124,7 +114,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 		}
 		for iter.ValidForPrefix(pfx) && len(out) < limit {
 			seq := seqOf(iter.Item().Key())
-			if jump, to, _, err := skip(txn, seq, false); err != nil {
+			if jump, to, _, err := blocks.enter(txn, seq, false); err != nil {
 				return err
 			} else if jump {
 				iter.Seek(msgKey(conv, to<<timeBlockBits))
@@ -134,9 +124,7 @@ func (b *Badger) History(_ context.Context, conv string, q Query) ([]*Message, e
 			if err != nil {
 				return err
 			}
-			if blocks != nil {
-				blocks.saw(t)
-			}
+			blocks.saw(t)
 			iter.Next()
 			if m == nil {
 				continue
@@ -219,7 +207,8 @@ func (b *Badger) Offline(_ context.Context, user string, f OfflineFilter) ([]*Me
 }
 
 // deleteKeys removes keys outside the writer: used for data that no ack
-// depends on (expired messages and references to them).
+// depends on (expired messages, offline references to them or over the
+// cap, time index entries of emptied blocks).
 func (b *Badger) deleteKeys(keys [][]byte) error {
 	wb := b.db.NewWriteBatch()
 	defer wb.Cancel()

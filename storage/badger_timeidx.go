@@ -77,7 +77,11 @@ func newBlockScan(conv string, q Query) *blockScan {
 // rest of seq's block meets the window, it reports skip, and the nearest
 // block in that direction the index does not rule out: to, or with none
 // left (going back past block 0), end.
+// A nil scan (an unfiltered read) never skips.
 func (s *blockScan) enter(txn *badger.Txn, seq uint64, reverse bool) (skip bool, to uint64, end bool, err error) {
+	if s == nil {
+		return false, 0, false, nil
+	}
 	blk := seq >> timeBlockBits
 	if s.started && blk == s.cur {
 		return false, 0, false, nil
@@ -124,7 +128,7 @@ func (s *blockScan) ruledOut(blk uint64) bool {
 // saw records the createTime of a message of the current block, read in
 // seq order (either direction) with none left out.
 func (s *blockScan) saw(t int64) {
-	if s.n < 0 {
+	if s == nil || s.n < 0 {
 		return
 	}
 	if s.n == 0 {
